@@ -65,6 +65,8 @@ class SamplerConfig:
     "auto" picks vmap for models under 2M parameters on CPU."""
     progress: bool | None = None
     """Progress bar: None = only when stderr is a TTY."""
+    noise_scale: float = 1.0
+    """Multiplies the Langevin noise. Keep 1; 0 turns SGLD into SGD (a diagnostic), other values are not SGLD."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the offending field; called before any work."""
@@ -77,12 +79,13 @@ class SamplerConfig:
         _check(self, "num_steps_bw_draws", self.num_steps_bw_draws >= 1, "must be >= 1")
         _check(self, "batch_size", self.batch_size >= 1, "must be >= 1")
         _check(self, "sampler", self.sampler in SAMPLERS, f"must be one of {SAMPLERS}")
-        _check(self, "rmsprop_alpha", 0 <= self.rmsprop_alpha < 1, "must be in [0, 1)")
+        _check(self, "rmsprop_alpha", 0 <= self.rmsprop_alpha <= 1, "must be in [0, 1] (1 freezes V at 0)")
         _check(self, "rmsprop_eps", self.rmsprop_eps > 0, "must be > 0")
         _check(self, "weight_decay", self.weight_decay >= 0, "must be >= 0")
         _check(self, "bounding_box", self.bounding_box is None or self.bounding_box > 0, "must be > 0 or null")
         _check(self, "init_loss_batches", self.init_loss_batches >= 4, "must be >= 4")
         _check(self, "autocast_dtype", self.autocast_dtype in (None, "bf16", "fp16"), "must be null, bf16 or fp16")
+        _check(self, "noise_scale", self.noise_scale >= 0 and math.isfinite(self.noise_scale), "must be >= 0")
         _check(self, "chain_batching", self.chain_batching in CHAIN_BATCHING, f"must be one of {CHAIN_BATCHING}")
         _check(
             self,

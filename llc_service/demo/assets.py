@@ -113,8 +113,9 @@ def train_steps(model, blocks, steps: int, lr: float = 3e-3, batch_size: int = 1
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    opt.zero_grad(set_to_none=True)
     model.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
 def save_checkpoint(model, out_dir: str | os.PathLike, tokenizer=None, max_shard_size: str | None = None,

@@ -1,0 +1,155 @@
+"""The chain loop: forward, backward, record the draw loss, SGLD step; one chain after another.
+
+Every process that runs chains builds one working copy of the model (the caller's model is never touched),
+binds its parameters to flat fp32 buffers and resets them to w* at the start of each chain: no per-chain copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from llc_service.config import SamplerConfig
+from llc_service.estimate import batches, seeding
+from llc_service.sampler import FlatParams, build_sampler
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class ChainRun:
+    """What the chains of one process produced (rank 0 gathers these across processes)."""
+
+    chains: list[int]
+    loss_trace: np.ndarray  # (len(chains), draws) float64
+    diverged_at: list[int | None]
+    init_loss: float
+    num_params: int
+    steps: int
+    seconds: float
+
+
+class Workspace:
+    """One process's working copy of the model, bound to flat buffers, plus the collated data."""
+
+    def __init__(self, model: torch.nn.Module, data: Any, cfg: SamplerConfig, loss_fn: Callable | None = None):
+        cfg.validate()
+        n = batches.num_rows(data)
+        if cfg.batch_size > n:
+            raise ValueError(f"config field 'batch_size' ({cfg.batch_size}) is larger than the data ({n} rows)")
+        self.cfg, self.n = cfg, n
+        self.device = resolve_device(cfg.device)
+        self.loss_fn = loss_fn or batches.causal_lm_loss
+        self.model = copy.deepcopy(model).to(device=self.device, dtype=torch.float32)
+        self.model.eval()  # no dropout: the posterior, not a regularised one, is sampled
+        self.flat = FlatParams(self.model, cfg.param_filter).bind()
+        self.collated = batches.materialize(data)
+        self.init, self.update = build_sampler(cfg)
+
+    def autocast(self):
+        if self.cfg.autocast_dtype and self.device.type == "cuda":
+            dtype = torch.bfloat16 if self.cfg.autocast_dtype == "bf16" else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    def stream(self, chain: int, stream: int) -> batches.BatchStream:
+        gen = seeding.generator(self.cfg.seed, chain, stream)
+        return batches.BatchStream(self.collated, self.n, self.cfg.batch_size, gen, self.device)
+
+    def init_loss(self) -> float:
+        """Mean loss at w* over ``init_loss_batches`` minibatches, accumulated in float64."""
+        self.flat.reset()
+        stream = self.stream(0, seeding.INIT)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        with torch.no_grad(), self.autocast():
+            for _ in range(self.cfg.init_loss_batches):
+                total += self.loss_fn(self.model, next(stream)).double()
+        value = float(total) / self.cfg.init_loss_batches
+        if not np.isfinite(value):
+            raise ValueError(f"the loss at w* is not finite ({value}): the model or the data is broken")
+        return value
+
+    def run_chain(self, chain: int, bar=None) -> tuple[np.ndarray, int | None]:
+        """Run one chain from w*; returns its draw losses (NaN after divergence) and the divergence step."""
+        cfg, flat = self.cfg, self.flat
+        flat.reset()
+        state = self.init(flat.w, flat.anchor)
+        gen = seeding.generator(cfg.seed, chain, seeding.NOISE, self.device)
+        data = self.stream(chain, seeding.DATA)
+        total = cfg.num_burnin + cfg.num_draws * cfg.num_steps_bw_draws
+        losses = torch.full((total,), float("nan"), dtype=torch.float64, device=self.device)
+        check_every = 1 if self.device.type == "cpu" else 32  # a finiteness check is a host sync on GPU
+        diverged_at = None
+        for t in range(total):
+            with self.autocast():
+                loss = self.loss_fn(self.model, next(data))
+            loss.backward()
+            losses[t] = loss.detach()
+            self.update(state, flat.grad, gen)
+            flat.grad.zero_()
+            if bar is not None:
+                bar.update(1)
+            if (t + 1) % check_every == 0 or t + 1 == total:
+                lo = t + 1 - ((t % check_every) + 1)
+                window = losses[lo:t + 1]
+                if not bool(torch.isfinite(window).all()):
+                    bad = int(torch.nonzero(~torch.isfinite(window))[0]) + lo
+                    diverged_at = bad
+                    losses[bad:] = float("nan")
+                    if bar is not None:
+                        bar.update(total - t - 1)
+                    break
+        draws = losses[cfg.num_burnin::cfg.num_steps_bw_draws][: cfg.num_draws]
+        return draws.cpu().numpy(), diverged_at
+
+    def close(self) -> None:
+        """Free the working copy and its buffers."""
+        del self.model, self.flat, self.collated
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def progress_bar(total: int, enabled: bool | None, desc: str = "SGLD", position: int = 0):
+    from tqdm.auto import tqdm
+
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="step", disable=not enabled, position=position, leave=False,
+                dynamic_ncols=True)
+
+
+def run_chains(model: torch.nn.Module, data: Any, cfg: SamplerConfig, chains: Sequence[int] | None = None,
+               loss_fn: Callable | None = None, desc: str = "SGLD") -> ChainRun:
+    """Run ``chains`` (default: all) in this process. The init loss is computed here too: it is deterministic, so
+    every process gets the same value without communicating."""
+    import time
+
+    chains = list(range(cfg.num_chains)) if chains is None else list(chains)
+    t0 = time.perf_counter()
+    ws = Workspace(model, data, cfg, loss_fn)
+    try:
+        init_loss = ws.init_loss()
+        steps_per_chain = cfg.num_burnin + cfg.num_draws * cfg.num_steps_bw_draws
+        traces, diverged = [], []
+        with progress_bar(steps_per_chain * len(chains), cfg.progress, desc) as bar:
+            for c in chains:
+                bar.set_postfix_str(f"chain {c}")
+                trace, d = ws.run_chain(c, bar)
+                traces.append(trace)
+                diverged.append(d)
+        num_params = ws.flat.numel
+    finally:
+        ws.close()
+    loss_trace = np.stack(traces) if traces else np.zeros((0, cfg.num_draws))
+    return ChainRun(chains=chains, loss_trace=loss_trace, diverged_at=diverged, init_loss=init_loss,
+                    num_params=num_params, steps=steps_per_chain * len(chains), seconds=time.perf_counter() - t0)

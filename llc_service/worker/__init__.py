@@ -1,0 +1,1 @@
+"""The measurement recipe: one checkpoint, start to finish, in one or several processes."""

@@ -1,0 +1,61 @@
+"""Read the records of an offline ``run-<id>.wandb`` file (wandb 0.31 keeps history/summary only there).
+
+The file is a LevelDB-style log: a 7-byte header (``:W&B``, magic 0xBEE1, version 0), then 32 KiB blocks of
+chunks, each ``crc32 (4) | length (2) | type (1) | payload``; types FULL=1, FIRST=2, MIDDLE=3, LAST=4 and a block
+tail shorter than a chunk header is zero padding. Payloads are ``wandb_internal_pb2.Record`` protobufs.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+BLOCK = 32 * 1024
+HEADER = 7
+
+
+def records(path):
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = open(path, "rb").read()
+    assert data[:4] == b":W&B" and struct.unpack("<H", data[4:6])[0] == 0xBEE1, "not a wandb datastore file"
+    pos, pending = HEADER, b""
+    while pos + HEADER <= len(data):
+        left = BLOCK - pos % BLOCK
+        if left < HEADER:
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        payload = data[pos + HEADER:pos + HEADER + length]
+        pos += HEADER + length
+        if kind == 0:
+            continue
+        pending += payload
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def _items(items) -> dict:
+    return {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in items}
+
+
+def read_run(path) -> dict:
+    """{"run": RunRecord, "config": {...}, "history": [rows], "summary": {...}, "exit_code": int}."""
+    out = {"run": None, "config": {}, "history": [], "summary": {}, "exit_code": None}
+    for r in records(path):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            out["run"] = r.run
+            out["config"].update(_items(r.run.config.update))
+        elif kind == "config":
+            out["config"].update(_items(r.config.update))
+        elif kind == "history":
+            out["history"].append(_items(r.history.item))
+        elif kind == "summary":
+            out["summary"].update(_items(r.summary.update))
+        elif kind == "exit":
+            out["exit_code"] = r.exit.exit_code
+    return out

@@ -144,8 +144,12 @@ def read_table(results_uri: str, kind: str, storage_options: dict | None = None,
         if isinstance(blob, Exception) or blob is None:
             log.warning("skipping unreadable result file %s (%s)", p, blob)
             continue
-        table = pq.read_table(pa.BufferReader(blob), columns=[c for c in canonical.names])
-        tables.append(S.conform(table, canonical))
+        try:
+            pf = pq.ParquetFile(pa.BufferReader(blob))
+            present = [c for c in canonical.names if c in pf.schema_arrow.names]  # older files may lack some
+            tables.append(S.conform(pf.read(columns=present), canonical))
+        except Exception as exc:  # noqa: BLE001 - one foreign or corrupt file must not hide all results
+            log.warning("skipping unreadable result file %s (%s)", p, exc)
     return pa.concat_tables(tables) if tables else canonical.empty_table()
 
 

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import re
 from typing import Any
 
 from llc_service.sinks.base import register_sink
@@ -35,6 +36,18 @@ IDENTITY_KEYS = ("run_id", "checkpoint_step", "checkpoint_uri", "checkpoint_fing
 def wandb_run_id(run_id: Any, checkpoint_step: Any, config_hash: Any) -> str:
     """16 hex chars: valid as a wandb id and the same for every retry of one measurement."""
     return hashlib.sha256(json.dumps([str(run_id), checkpoint_step, str(config_hash)]).encode()).hexdigest()[:16]
+
+
+_SECRET = re.compile(r"secret|password|passwd|credential|token|api_?key|access_?key|^key$|session", re.IGNORECASE)
+
+
+def redact(options: Any) -> Any:
+    """``storage_options`` without credentials: wandb configs are shared with everyone who sees the project."""
+    if isinstance(options, dict):
+        return {k: "<redacted>" if _SECRET.search(str(k)) else redact(v) for k, v in options.items()}
+    if isinstance(options, list):
+        return [redact(v) for v in options]
+    return options
 
 
 def _finite(x: Any) -> Any:
@@ -64,6 +77,8 @@ class WandbSink:
             config = json.loads(summary.get("config_json") or "{}")
         except (TypeError, ValueError):
             config = {"config_json": summary.get("config_json")}
+        if "storage_options" in config:
+            config["storage_options"] = redact(config["storage_options"])
         config.update({k: summary.get(k) for k in IDENTITY_KEYS})
         if self.results_uri:
             from llc_service.sinks.parquet import DRAWS, SUMMARY, result_relpath

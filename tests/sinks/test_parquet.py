@@ -122,6 +122,23 @@ def test_readers_ignore_hidden_temp_files_and_tolerate_missing_results(tmp_path)
     assert read_summary(str(tmp_path))["checkpoint_step"].tolist() == [100]
 
 
+def test_files_of_an_older_schema_and_corrupt_files(tmp_path, caplog):
+    import pyarrow.parquet as pq
+
+    from llc_service.sinks.schema import summary_table
+
+    old = summary_table([ok_record(step=5).summary]).drop_columns(["weight_sketch", "code_version"])
+    folder = tmp_path / "summary" / "run-a" / "cfg000000001"
+    folder.mkdir(parents=True)
+    pq.write_table(old, folder / "step-000000000005-old.parquet")
+    (folder / "step-000000000006-corrupt.parquet").write_bytes(b"not parquet")
+    ParquetSink(str(tmp_path)).write(ok_record(step=7))
+    summary = read_summary(str(tmp_path))
+    assert summary["checkpoint_step"].tolist() == [5, 7] and list(summary.columns) == list(SUMMARY_COLUMNS)
+    assert summary["weight_sketch"].iloc[0] is None and len(summary["weight_sketch"].iloc[1]) == 1024
+    assert "skipping unreadable result file" in caplog.text and "corrupt" in caplog.text
+
+
 def test_duckdb_reads_the_results(tmp_path):
     duckdb = pytest.importorskip("duckdb")
     sink = ParquetSink(str(tmp_path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -58,6 +59,18 @@ def test_offline_run_with_history_summary_and_config(wandb_dir):
     assert cfg["checkpoint_fingerprint"] == "fp0123456789abcd"
     assert cfg["results_summary_file"] == (
         "s3://results/llc/summary/run-a/cfg000000001/step-000000000100-fp0123456789abcd.parquet")
+
+
+def test_config_never_carries_credentials():
+    rec = ok_record()
+    opts = {"key": "AKIA", "secret": "s3cr3t", "anon": False,
+            "client_kwargs": {"endpoint_url": "http://minio:9000", "aws_session_token": "tok"}}
+    summary = {**rec.summary, "config_json": json.dumps({"nbeta": 30.0, "storage_options": opts})}
+    cfg = WandbSink("p").config_for(summary)
+    assert cfg["storage_options"] == {"key": "<redacted>", "secret": "<redacted>", "anon": False,
+                                      "client_kwargs": {"endpoint_url": "http://minio:9000",
+                                                        "aws_session_token": "<redacted>"}}
+    assert cfg["nbeta"] == 30.0 and cfg["run_id"] == "run-a"
 
 
 def test_failed_measurement_is_a_failed_run(wandb_dir):

@@ -1,0 +1,219 @@
+"""Ray layer: one Ray task per checkpoint, placed on one node, results streamed back as they finish.
+
+Why tasks and not actors: a measurement is a pure function of (checkpoint, data, config) that writes its results
+under a deterministic name. Ray re-runs a task whose worker or node died (``max_retries``); the re-run overwrites
+the same files, so a unit leaves exactly one result however many times it ran. Exceptions from the measurement
+itself are *not* retried (bad checkpoint, bad config): only :class:`~llc_service.scheduler.errors.TransientError`
+is, and a failed row marked ``error_kind="transient"`` is turned into one (see :func:`_run_unit`).
+
+A *unit* is a dict: ``checkpoint`` (URI or ``CheckpointRef``; ``checkpoint_uri`` is accepted too), ``data_uri``,
+``results_uri`` and any extra keyword arguments of the unit function (``run_id``, ``attempt``, ``use_wandb``...).
+The unit function is called ``unit_fn(checkpoint, data_uri, results_uri, cfg, **extra)`` and returns the summary
+row; it defaults to :func:`llc_service.worker.measure.measure_checkpoint`.
+
+``ray`` is imported inside the functions so that importing this module (and ``llc-service --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import sys
+import time
+import traceback
+from collections import deque
+from typing import Any, Callable, Iterator
+
+from llc_service.scheduler.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+UnitFn = Callable[..., dict]
+
+#: error kinds of a unit that never produced a row (vocabulary of the summary table's ``error_kind``)
+PERMANENT, TRANSIENT = "permanent", "transient"
+
+
+def connect(address: str | None = None, **init_kwargs: Any) -> None:
+    """Join a Ray cluster, or start a local one: the same call on a laptop and inside a Ray job.
+
+    With ``address=None`` Ray looks at ``RAY_ADDRESS`` (set for a job's entrypoint by Ray Jobs, so the entrypoint
+    joins its cluster), then at the last cluster started on this machine with ``ray start``, and otherwise starts a
+    private single-node cluster that lives as long as this process. ``address="local"`` always starts a new one.
+    Calling it twice is harmless. ``init_kwargs`` go to ``ray.init`` (e.g. ``num_cpus`` for a local cluster).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    # the dashboard is only started for a new local cluster, where it costs seconds and is not needed;
+    # the argument is ignored when joining an existing cluster
+    init_kwargs.setdefault("include_dashboard", False)
+    ray.init(address=address, ignore_reinit_error=True, **init_kwargs)
+    log.info("ray: connected, resources %s", {k: v for k, v in ray.cluster_resources().items()
+                                              if k in ("CPU", "GPU", "memory")})
+
+
+def task_options(cfg, cluster_resources: dict[str, float]) -> dict[str, Any]:
+    """Ray options of one measurement task, from the config and what the cluster has.
+
+    GPUs are requested only when the cluster has some and the config does not pin the CPU, so the same config runs
+    on a laptop and on a GPU cluster. ``OMP_NUM_THREADS`` is set to the task's CPUs (Ray's default is 1 for some
+    tasks, which makes torch crawl on CPU); ``runtime_env`` env_vars merge with the job's own.
+    """
+    use_gpu = (cluster_resources.get("GPU", 0) > 0 and cfg.gpus_per_measurement > 0
+               and str(cfg.device) != "cpu")
+    threads = max(1, math.floor(cfg.cpus_per_measurement))
+    opts: dict[str, Any] = {
+        "num_cpus": cfg.cpus_per_measurement,
+        "max_retries": cfg.max_retries,
+        "retry_exceptions": [TransientError],
+        "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}},
+    }
+    if use_gpu:
+        opts["num_gpus"] = cfg.gpus_per_measurement
+    return opts
+
+
+def _split_unit(unit: dict) -> tuple[Any, str, str, dict]:
+    """(checkpoint, data_uri, results_uri, extra kwargs) of a unit; a missing key is a programming error."""
+    extra = dict(unit)
+    checkpoint = extra.pop("checkpoint", None)
+    uri = extra.pop("checkpoint_uri", None)
+    checkpoint = checkpoint if checkpoint is not None else uri
+    if checkpoint is None:
+        raise ValueError(f"unit has no 'checkpoint' (or 'checkpoint_uri'): {unit!r}")
+    try:
+        data_uri, results_uri = extra.pop("data_uri"), extra.pop("results_uri")
+    except KeyError as e:
+        raise ValueError(f"unit is missing {e.args[0]!r}: {unit!r}") from None
+    return checkpoint, data_uri, results_uri, extra
+
+
+def _checkpoint_uri(checkpoint: Any) -> str:
+    return getattr(checkpoint, "uri", None) or str(checkpoint)
+
+
+def failed_row(unit: dict, error: str, kind: str) -> dict:
+    """A summary-like row for a unit that produced none (worker died on every attempt, unit function raised)."""
+    checkpoint = unit.get("checkpoint", unit.get("checkpoint_uri"))
+    return {
+        "run_id": unit.get("run_id") or getattr(checkpoint, "run_id", None),
+        "checkpoint_uri": _checkpoint_uri(checkpoint),
+        "checkpoint_step": getattr(checkpoint, "step", None),
+        "checkpoint_fingerprint": getattr(checkpoint, "fingerprint", None),
+        "status": "failed",
+        "error": error,
+        "error_kind": kind,
+        "attempt": unit.get("attempt", 1),
+    }
+
+
+def _run_unit(unit_fn: UnitFn | None, unit: dict, cfg) -> dict:
+    """Body of the Ray task (runs on a worker): call the unit function, classify its outcome for Ray.
+
+    - a row with ``status == "failed"`` and ``error_kind == "transient"`` → raise :class:`TransientError` so that
+      Ray retries (storage hiccups); the row rides along and is reported if every attempt fails;
+    - :class:`TransientError` raised by the unit → re-raised (retried);
+    - any other exception → a failed row with the traceback, *not* retried (it would fail the same way).
+    """
+    import ray
+
+    if unit_fn is None:
+        from llc_service.worker.measure import measure_checkpoint as unit_fn
+    checkpoint, data_uri, results_uri, extra = _split_unit(unit)
+    node = ray.get_runtime_context().get_node_id()
+    uri = _checkpoint_uri(checkpoint)
+    # goes to the worker log, which Ray forwards to the driver's stderr
+    print(f"[llc-service] unit started: {uri} on {socket.gethostname()} node {node[:12]}", file=sys.stderr,
+          flush=True)
+    try:
+        row = unit_fn(checkpoint, data_uri, results_uri, cfg, **extra)
+    except TransientError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an application error is a result, not a crash
+        return failed_row(unit, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=20)}", PERMANENT)
+    row = dict(row) if row is not None else failed_row(unit, "unit function returned None", PERMANENT)
+    if row.get("status") == "failed" and row.get("error_kind") == TRANSIENT:
+        raise TransientError(str(row.get("error")), row=row)
+    return row
+
+
+def _row_from_error(unit: dict, exc: BaseException) -> dict:
+    """Turn what ``ray.get`` raised into a failed row; nothing escapes as an exception."""
+    import ray.exceptions as rex
+
+    cause = getattr(exc, "cause", None)
+    if isinstance(exc, TransientError) or isinstance(cause, TransientError):
+        err = cause if isinstance(cause, TransientError) else exc
+        row = dict(err.row) if getattr(err, "row", None) else failed_row(unit, str(err), TRANSIENT)
+        row["error"] = f"{row.get('error')} (gave up after retries)"
+        return row
+    if isinstance(exc, (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError, rex.OutOfMemoryError)):
+        return failed_row(unit, f"{type(exc).__name__} on every attempt: {exc}", TRANSIENT)
+    if isinstance(exc, rex.TaskCancelledError):
+        return failed_row(unit, "cancelled", TRANSIENT)
+    return failed_row(unit, f"{type(exc).__name__}: {exc}", PERMANENT)
+
+
+def _progress_bar(total: int, enabled: bool | None):
+    if enabled is False or (enabled is None and not sys.stderr.isatty()):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="checkpoints", unit="ckpt", file=sys.stderr)
+
+
+def run_measurements(units: list[dict], cfg, unit_fn: UnitFn | None = None, *, max_concurrent: int | None = None,
+                     address: str | None = None, progress: bool | None = None,
+                     poll_seconds: float = 60.0) -> Iterator[tuple[dict, dict]]:
+    """Run one Ray task per unit and yield ``(unit, row)`` as each finishes, in completion order.
+
+    Every unit yields exactly one row: the unit function's own, or a failed row (``error_kind`` ``transient`` when
+    workers died or storage failed on every attempt, ``permanent`` for an exception). ``max_concurrent`` caps the
+    tasks in flight (default: all at once; Ray queues what does not fit). Connects with :func:`connect` if Ray is
+    not initialised yet. Progress: one log line per unit submitted and finished, a tqdm bar on a terminal
+    (``progress=None`` follows ``cfg.progress``, and a TTY check when that is None too).
+    """
+    import ray
+
+    connect(address)
+    opts = task_options(cfg, ray.cluster_resources())
+    remote = ray.remote(_run_unit).options(**opts)
+    cfg_ref = ray.put(cfg)  # one copy in the object store, shared by every task
+    limit = max_concurrent if max_concurrent and max_concurrent > 0 else len(units)
+    waiting = deque(units)
+    in_flight: dict[Any, tuple[dict, float]] = {}
+    bar = _progress_bar(len(units), progress if progress is not None else getattr(cfg, "progress", None))
+    log.info("ray: %d unit(s), %s per unit, at most %d at once", len(units),
+             {k: v for k, v in opts.items() if k in ("num_cpus", "num_gpus")}, limit)
+    try:
+        while waiting or in_flight:
+            while waiting and len(in_flight) < limit:
+                unit = waiting.popleft()
+                ref = remote.remote(unit_fn, unit, cfg_ref)
+                in_flight[ref] = (unit, time.monotonic())
+                log.info("unit submitted: %s", _checkpoint_uri(unit.get("checkpoint", unit.get("checkpoint_uri"))))
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=poll_seconds)
+            if not done:
+                log.info("ray: %d unit(s) running, %d waiting", len(in_flight), len(waiting))
+                continue
+            for ref in done:
+                unit, t0 = in_flight.pop(ref)
+                try:
+                    row = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - every Ray failure becomes a failed row
+                    row = _row_from_error(unit, exc)
+                log.info("unit finished: %s -> %s%s (%.1fs)", row.get("checkpoint_uri") or _checkpoint_uri(
+                    unit.get("checkpoint", unit.get("checkpoint_uri"))), row.get("status"),
+                    f" [{row.get('error_kind')}]" if row.get("status") != "ok" else "", time.monotonic() - t0)
+                if bar is not None:
+                    bar.update(1)
+                yield unit, row
+    finally:
+        # a consumer that stops early (or Ctrl-C) should not leave measurements running on the cluster
+        for ref in in_flight:
+            ray.cancel(ref, force=True)
+        if bar is not None:
+            bar.close()

@@ -1,4 +1,4 @@
-"""A two-node Ray cluster on this machine, private to this test session.
+"""A two-node Ray cluster on this machine, private to the test module that uses it.
 
 ``RAY_TMPDIR`` points at a private folder so that the cluster's sessions, sockets and its address file
 (``ray_current_cluster``) stay out of ``/tmp/ray``: nobody else's ``ray.init()`` on this machine joins it. It is
@@ -16,7 +16,7 @@ import pytest
 ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_two_nodes():
     """(cluster, {"node_a": node_id, "node_b": node_id}); one CPU per node, the driver connected."""
     import ray

@@ -78,7 +78,7 @@ def _ours(temp_dir: str) -> list[int]:
     return pids
 
 
-def stop_head(head: RayHead, grace: float = 10.0) -> None:
+def stop_head(head: RayHead, grace: float = 5.0) -> None:
     """SIGTERM the head's process group, wait, then SIGKILL it and any straggler of ours; remove the temp dir."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(head.proc.pid, signal.SIGTERM)

@@ -22,12 +22,18 @@ pytestmark = pytest.mark.filterwarnings("ignore:ssl=None is deprecated:Deprecati
 
 @pytest.fixture(scope="module")
 def head():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the client side: no token for a no-auth test head
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # the client side: send no token to a no-auth test head
     try:
         with ray_head(num_cpus=2, start_timeout=90) as h:
             yield h
     except HeadUnavailable as exc:
         pytest.skip(f"could not start a Ray head for job submission: {exc}")
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
 
 
 def _job(tmp_path) -> str:

@@ -1,0 +1,1 @@
+"""Watcher: polls a Source, claims checkpoints in RESULTS (see ``claims``), dispatches measurements."""

@@ -121,11 +121,11 @@ def test_release_allows_reclaim(results):
 
 
 def test_real_time_lease_expiry_on_local_disk(tmp_path):
-    a = ClaimStore(tmp_path, owner="a", lease_seconds=0.3)
-    b = ClaimStore(tmp_path, owner="b", lease_seconds=0.3)
+    a = ClaimStore(tmp_path, owner="a", lease_seconds=1.0)
+    b = ClaimStore(tmp_path, owner="b", lease_seconds=1.0)
     assert a.try_claim(KEY) is not None
     assert b.try_claim(KEY) is None
-    time.sleep(0.4)
+    time.sleep(1.1)
     assert b.try_claim(KEY) is not None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -80,25 +81,50 @@ class Workspace:
         return value
 
     def run_chain(self, chain: int, bar=None) -> tuple[np.ndarray, int | None]:
-        """Run one chain from w*; returns its draw losses (NaN after divergence) and the divergence step."""
+        """Run one chain from w*; returns its draw losses (NaN after divergence) and the divergence step.
+
+        On CPU each step's loss is read as a Python float (no sync to avoid) into a NumPy trace, and checked at
+        once; on a GPU losses stay on the device and are checked every 32 steps (a check is a host sync).
+        """
         cfg, flat = self.cfg, self.flat
         flat.reset()
         state = self.init(flat.w, flat.anchor)
         gen = seeding.generator(cfg.seed, chain, seeding.NOISE, self.device)
         data = self.stream(chain, seeding.DATA)
         total = cfg.num_burnin + cfg.num_draws * cfg.num_steps_bw_draws
+        model, loss_fn, update, grad = self.model, self.loss_fn, self.update, flat.grad
+        ticker = _Ticker(bar)
+        if self.device.type == "cpu":
+            losses = np.full(total, np.nan)
+            diverged_at = None
+            for t in range(total):
+                loss = loss_fn(model, next(data))
+                loss.backward()
+                value = loss.item()  # the fp32 loss, exactly, as a Python float
+                update(state, grad, gen)
+                grad.zero_()
+                if not math.isfinite(value):
+                    diverged_at = t
+                    break
+                losses[t] = value
+                ticker.tick()
+            ticker.finish(total)
+            return self._draws(losses), diverged_at
+        return self._run_chain_device(state, gen, data, total, ticker)
+
+    def _run_chain_device(self, state, gen, data, total, ticker) -> tuple[np.ndarray, int | None]:
         losses = torch.full((total,), float("nan"), dtype=torch.float64, device=self.device)
-        check_every = 1 if self.device.type == "cpu" else 32  # a finiteness check is a host sync on GPU
+        model, loss_fn, update, grad = self.model, self.loss_fn, self.update, self.flat.grad
+        check_every = 32  # a finiteness check is a host sync on GPU
         diverged_at = None
         for t in range(total):
             with self.autocast():
-                loss = self.loss_fn(self.model, next(data))
+                loss = loss_fn(model, next(data))
             loss.backward()
             losses[t] = loss.detach()
-            self.update(state, flat.grad, gen)
-            flat.grad.zero_()
-            if bar is not None:
-                bar.update(1)
+            update(state, grad, gen)
+            grad.zero_()
+            ticker.tick()
             if (t + 1) % check_every == 0 or t + 1 == total:
                 lo = t + 1 - ((t % check_every) + 1)
                 window = losses[lo:t + 1]
@@ -106,17 +132,40 @@ class Workspace:
                     bad = int(torch.nonzero(~torch.isfinite(window))[0]) + lo
                     diverged_at = bad
                     losses[bad:] = float("nan")
-                    if bar is not None:
-                        bar.update(total - t - 1)
                     break
-        draws = losses[cfg.num_burnin::cfg.num_steps_bw_draws][: cfg.num_draws]
-        return draws.cpu().numpy(), diverged_at
+        ticker.finish(total)
+        return self._draws(losses.cpu().numpy()), diverged_at
+
+    def _draws(self, losses: np.ndarray) -> np.ndarray:
+        cfg = self.cfg
+        return losses[cfg.num_burnin::cfg.num_steps_bw_draws][: cfg.num_draws]
 
     def close(self) -> None:
         """Free the working copy and its buffers."""
         del self.model, self.flat, self.collated
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+class _Ticker:
+    """Advances a progress bar every ``every`` steps instead of every step (a tqdm update costs microseconds)."""
+
+    def __init__(self, bar, every: int = 16, per_tick: int = 1):
+        self.bar, self.every, self.per_tick, self.pending, self.done = bar, every, per_tick, 0, 0
+
+    def tick(self) -> None:
+        if self.bar is not None:
+            self.pending += self.per_tick
+            if self.pending >= self.every:
+                self.bar.update(self.pending)
+                self.done += self.pending
+                self.pending = 0
+
+    def finish(self, total: int) -> None:
+        """Account for every step of the chain, run or skipped after a divergence."""
+        if self.bar is not None and total > self.done:
+            self.bar.update(total - self.done)
+            self.done = total
 
 
 def progress_bar(total: int, enabled: bool | None, desc: str = "SGLD", position: int = 0):
@@ -126,6 +175,37 @@ def progress_bar(total: int, enabled: bool | None, desc: str = "SGLD", position:
         enabled = sys.stderr.isatty()
     return tqdm(total=total, desc=desc, unit="step", disable=not enabled, position=position, leave=False,
                 dynamic_ncols=True)
+
+
+def use_vmap(ws: Workspace, num_chains: int) -> bool:
+    """``chain_batching``: "vmap" batches the chains of this process (two or more); "off" never; "auto" only where
+    it was measured to win: tiny models of plain layers, many chains, CPU (see
+    :func:`llc_service.estimate.batched.auto_batchable`)."""
+    mode = ws.cfg.chain_batching
+    if mode == "off" or num_chains < 2:
+        return False
+    if mode == "vmap":
+        return True
+    from llc_service.estimate.batched import auto_batchable
+
+    return auto_batchable(ws.model, ws.flat.numel, ws.device, num_chains)
+
+
+def _run_batched(ws: Workspace, chains: list[int], bar):
+    """The vmap path; under "auto", a loss function vmap cannot batch falls back to one chain at a time."""
+    from llc_service.estimate.batched import BatchedChains
+
+    try:
+        block, diverged = BatchedChains(ws).run(chains, bar)
+    except Exception as e:  # noqa: BLE001 - only reached under "auto" (re-raised for "vmap")
+        if ws.cfg.chain_batching == "vmap":
+            raise
+        import warnings
+
+        warnings.warn(f"chain_batching='auto': vmap failed ({type(e).__name__}: {e}); running chains one by one",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return list(block), diverged
 
 
 def run_chains(model: torch.nn.Module, data: Any, cfg: SamplerConfig, chains: Sequence[int] | None = None,
@@ -142,11 +222,19 @@ def run_chains(model: torch.nn.Module, data: Any, cfg: SamplerConfig, chains: Se
         steps_per_chain = cfg.num_burnin + cfg.num_draws * cfg.num_steps_bw_draws
         traces, diverged = [], []
         with progress_bar(steps_per_chain * len(chains), cfg.progress, desc) as bar:
-            for c in chains:
-                bar.set_postfix_str(f"chain {c}")
-                trace, d = ws.run_chain(c, bar)
-                traces.append(trace)
-                diverged.append(d)
+            batched = None
+            if use_vmap(ws, len(chains)):
+                bar.set_postfix_str(f"{len(chains)} chains (vmap)")
+                batched = _run_batched(ws, chains, bar)
+            if batched is not None:
+                traces, diverged = batched
+            else:
+                bar.reset()
+                for c in chains:
+                    bar.set_postfix_str(f"chain {c}")
+                    trace, d = ws.run_chain(c, bar)
+                    traces.append(trace)
+                    diverged.append(d)
         num_params = ws.flat.numel
     finally:
         ws.close()

@@ -1,0 +1,161 @@
+"""Several chains through one batched forward and backward (``chain_batching="vmap"``).
+
+For a small model one SGLD step is dominated by per-operator overhead, not arithmetic: a 1.4k-parameter MLP spends
+~100 µs in forward+backward on a batch of 32, nearly all of it dispatch. Stacking the C chains' weights into one
+(C, P) buffer, running every chain's forward at once with ``torch.func.vmap(functional_call(...))`` and one
+backward pays that overhead once per step instead of C times. The batched step has a fixed cost of its own
+(~0.35 ms for that MLP on 2 CPU threads, against 0.1 ms for one plain forward+backward), so it breaks even at
+about 4 chains and wins ~1.7× at 8, only on tiny models (measurements below and in docs/benchmarks.md).
+
+What stays exactly as in the sequential path (:meth:`Workspace.run_chain`):
+
+- each chain's data order comes from its own ``seeding.generator(seed, chain, DATA)`` stream, and its noise
+  from its own ``seeding.generator(seed, chain, NOISE)`` (one ``randn`` of P values per step, the same draws);
+- the step is the sampler core's ``update`` applied to the chain's row of the buffer (RMSProp state, bounding box
+  and weight decay included), so the chains share no state;
+- the draw loss is the minibatch loss of the forward that produced the gradient.
+
+What differs: a batched matmul rounds differently from a plain one, so trajectories are not bit-identical to the
+sequential path's (they agree statistically; ``tests/estimate/test_batched.py``). A chain's result does not depend
+on which other chains share its batch, bit for bit, for batches of two or more chains with the CPU kernels we test
+(a BLAS that chose a different blocking for a different C would change the last bits). A single chain never takes
+this path: it runs sequentially.
+
+Not for transformers on CPU: SDPA has no batching rule and vmap falls back to a slow per-sample loop (measured
+slower than sequential chains). ``chain_batching="auto"`` therefore only batches models made of plain layers
+(see :func:`auto_batchable`), where it was measured to win.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from llc_service.estimate import batches, seeding
+
+# plain layers whose vmap rules are batched kernels (no per-sample fallback); "auto" batches models built of these
+_PLAIN = (torch.nn.Linear, torch.nn.Bilinear, torch.nn.Embedding, torch.nn.LayerNorm, torch.nn.Identity,
+          torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.Tanh, torch.nn.ReLU,
+          torch.nn.GELU, torch.nn.SiLU, torch.nn.Sigmoid, torch.nn.Softplus, torch.nn.LeakyReLU, torch.nn.ELU,
+          torch.nn.Flatten, torch.nn.Conv1d, torch.nn.Conv2d)
+
+AUTO_MAX_PARAMS = 10_000
+AUTO_MIN_CHAINS = 8
+"""Where "auto" batches (CPU only). Measured on 2 CPU threads (docs/benchmarks.md), µs per chain-step, sequential →
+vmap: 8 chains of a 1.4k-parameter MLP 126 → 76; 4.8k: 158 → 115; 18k: 210 → 185; 68k: 421 → 559 (a loss);
+4 chains of the 1.4k MLP: 127 → 131 (no gain). Transformers: slower (SDPA has no batching rule)."""
+
+
+def auto_batchable(model: torch.nn.Module, num_params: int, device: torch.device, num_chains: int) -> bool:
+    """Whether ``chain_batching="auto"`` batches: CPU, many chains, a tiny model made only of plain layers (so the
+    loss function has only the model to call; a bare ``nn.Module`` used as a parameter holder is not batched)."""
+    if device.type != "cpu" or num_chains < AUTO_MIN_CHAINS or num_params > AUTO_MAX_PARAMS:
+        return False
+    return all(type(m) in _PLAIN for m in model.modules())
+
+
+class _LossModule(torch.nn.Module):
+    """``loss_fn(model, batch)`` as a module, so ``functional_call`` substitutes the weights for *every* use of
+    them inside ``loss_fn`` (a call of the model or a direct attribute read such as ``model.w``)."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch):
+        return self.loss_fn(self.model, batch)
+
+
+class BatchedChains:
+    """Run several chains of one :class:`~llc_service.estimate.chains.Workspace` side by side."""
+
+    def __init__(self, ws):
+        from torch.func import functional_call, vmap
+
+        self.ws = ws
+        flat = ws.flat
+        wrapper = _LossModule(ws.model, ws.loss_fn)
+        layout, offset = [], 0
+        for name, p in zip(flat.names, flat.params):
+            layout.append(("model." + name, offset, p.numel(), p.shape))
+            offset += p.numel()
+
+        def chain_loss(w: torch.Tensor, batch: Any) -> torch.Tensor:
+            params = {name: w[o:o + n].view(shape) for name, o, n, shape in layout}
+            return functional_call(wrapper, params, (batch,))
+
+        # vmap only the forward; plain autograd differentiates the batched ops (the chains are independent, so the
+        # gradient of the summed losses is each chain's own gradient, row by row). Measured ~25 % cheaper per step
+        # than vmap(grad(...)) on the 1.4k-parameter MLP.
+        self._losses = vmap(chain_loss, in_dims=(0, 0))
+
+    def gradients(self, w: torch.Tensor, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C, P) gradients and (C,) losses of the chains' rows ``w`` (a leaf that requires grad) on their stacked
+        minibatches."""
+        with self.ws.autocast():
+            loss = self._losses(w, batch)
+        loss.sum().backward()
+        grads, w.grad = w.grad, None
+        return grads, loss.detach()
+
+    def run(self, chains: Sequence[int], bar=None) -> tuple[np.ndarray, list[int | None]]:
+        """Run ``chains`` from w*; returns (len(chains), draws) draw losses (NaN after divergence) and the step at
+        which each diverged (None if it did not)."""
+        from llc_service.estimate.chains import _Ticker
+
+        ws, cfg, flat = self.ws, self.ws.cfg, self.ws.flat
+        chains = list(chains)
+        num = len(chains)
+        total = cfg.num_burnin + cfg.num_draws * cfg.num_steps_bw_draws
+        w = flat.anchor.unsqueeze(0).repeat(num, 1).requires_grad_(True)  # (C, P): row i is chain i's weights
+        rows = w.detach()  # the same storage, for the in-place steps
+        states = [ws.init(rows[i], flat.anchor) for i in range(num)]
+        gens = [seeding.generator(cfg.seed, c, seeding.NOISE, ws.device) for c in chains]
+        streams = [ws.stream(c, seeding.DATA) for c in chains]
+        losses = np.full((num, total), np.nan)
+        diverged: list[int | None] = [None] * num
+        active = list(range(num))
+        on_host = ws.device.type == "cpu"
+        pending = torch.full((num, 32), float("nan"), dtype=torch.float64, device=ws.device) if not on_host else None
+        ticker = _Ticker(bar, per_tick=num)
+        for t in range(total):
+            idx = torch.stack([s.indices() for s in streams])  # (C, B): each chain's own data order
+            batch = batches.to_device(batches.take(ws.collated, idx), ws.device)
+            grads, loss = self.gradients(w, batch)
+            for i in active:
+                ws.update(states[i], grads[i], gens[i])
+            if on_host:
+                values = loss.tolist()
+                for i in list(active):
+                    if math.isfinite(values[i]):
+                        losses[i, t] = values[i]
+                    else:
+                        self._retire(i, t, rows, diverged, active)
+            else:  # keep losses on the device; a finiteness check is a host sync, so check every 32 steps
+                pending[:, t % 32] = loss.detach()
+                if (t + 1) % 32 == 0 or t + 1 == total:
+                    lo = t - (t % 32)
+                    block = pending[:, : t - lo + 1].cpu().numpy()
+                    for i in list(active):
+                        bad = np.flatnonzero(~np.isfinite(block[i]))
+                        if bad.size:
+                            losses[i, lo:lo + bad[0]] = block[i, : bad[0]]
+                            self._retire(i, lo + int(bad[0]), rows, diverged, active)
+                        else:
+                            losses[i, lo:t + 1] = block[i]
+            ticker.tick()
+            if not active:
+                break
+        ticker.finish(total * num)
+        draws = losses[:, cfg.num_burnin::cfg.num_steps_bw_draws][:, : cfg.num_draws]
+        return draws, diverged
+
+    def _retire(self, i: int, t: int, w: torch.Tensor, diverged: list, active: list) -> None:
+        """Chain i diverged at step t: record it, stop stepping it, and park its row at w* (no NaN arithmetic)."""
+        diverged[i] = t
+        active.remove(i)
+        w[i].copy_(self.ws.flat.anchor)

@@ -1,0 +1,144 @@
+"""``load_checkpoint``: a checkpoint folder (local or remote) -> an fp32 model in eval mode, or a refusal.
+
+Steps, each able to refuse with ``CheckpointError``:
+
+1. list the folder (fresh) and refuse by file names (custom code, pickle-only weights, no config), then by
+   ``config.json`` (no ``auto_map``, a ``model_type`` transformers knows) -- all before downloading weights;
+2. remote folders: copy the files the model needs (never pickles such as ``optimizer.pt``) into the node's
+   cache, keyed by fingerprint;
+3. check every safetensors file (size matches its header, it opens, it holds what the index says);
+4. ``from_pretrained(dtype=float32, use_safetensors=True, trust_remote_code=False, local_files_only=True)``;
+   anything transformers raises becomes a ``CheckpointError`` carrying its message;
+5. refuse non-finite weights; find the tokenizer.
+
+``release(loaded)`` (or ``with load_checkpoint(...) as loaded:``) drops the cache lease afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llc_service.bucket.fs import is_local, open_fs
+from llc_service.bucket.inspect import CONFIG, INDEX, PICKLE_SUFFIXES, fingerprint
+from llc_service.bucket.ref import CheckpointRef
+from llc_service.checkpoint.cache import CheckpointCache
+from llc_service.checkpoint.errors import CheckpointError
+from llc_service.checkpoint.tokenizer import resolve_tokenizer
+from llc_service.checkpoint.validate import check_config, check_finite, check_names, check_safetensors, weight_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A loaded model and what was learnt loading it. A context manager: leaving it calls ``release``."""
+
+    model: Any
+    tokenizer: Any
+    model_type: str
+    num_params: int
+    local_dir: str
+    uri: str = ""
+    fingerprint: str = ""
+    """Fingerprint of the files actually loaded (may differ from a stale ``CheckpointRef``'s)."""
+    cache_root: str | None = None
+    """Set when ``local_dir`` is a cache entry (remote checkpoint); None for local folders, loaded in place."""
+    lease: str | None = None
+
+    def __enter__(self) -> LoadedCheckpoint:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        release(self)
+
+
+def load_checkpoint(ref: CheckpointRef | str | os.PathLike, *, storage_options: dict | None = None,
+                    cache_dir: str | os.PathLike | None = None, cache_max_gb: float = 50,
+                    tokenizer: Any = None) -> LoadedCheckpoint:
+    """Load a checkpoint folder safely (see module docstring); raises ``CheckpointError`` on refusal."""
+    uri = ref.uri if isinstance(ref, CheckpointRef) else os.fspath(ref)
+    fs, path = open_fs(uri, storage_options)
+    files = _list_files(fs, path)
+    if not files:
+        raise CheckpointError(uri, "folder does not exist or is empty")
+    check_names(uri, sorted(files))
+    check_config(uri, fs.cat_file(posixpath.join(path, CONFIG)))  # before copying anything
+    top = {name: info for name, info in files.items() if "/" not in name}
+    index_bytes = fs.cat_file(posixpath.join(path, INDEX)) if INDEX in top else None
+    fp = fingerprint(top, index_bytes)
+    if isinstance(ref, CheckpointRef) and ref.fingerprint != fp:
+        log.warning("checkpoint %s changed since it was listed (fingerprint %s -> %s); loading the current files",
+                    uri, ref.fingerprint, fp)
+
+    cache = lease = None
+    if is_local(uri):
+        local_dir = path
+    else:
+        cache = CheckpointCache(cache_dir, cache_max_gb)
+        needed = {name: info for name, info in top.items() if not name.endswith(PICKLE_SUFFIXES)}
+        entry, lease = cache.fetch(fp, lambda tmp: _copy(fs, path, needed, tmp))
+        local_dir = str(entry)
+    try:
+        model = _load_model(uri, local_dir)
+        tok = resolve_tokenizer(uri, local_dir, tokenizer, storage_options, cache.root if cache else cache_dir)
+    except BaseException:
+        if cache is not None:
+            cache.release(fp, lease)
+        raise
+    return LoadedCheckpoint(
+        model=model, tokenizer=tok, model_type=model.config.model_type,
+        num_params=sum(p.numel() for p in model.parameters()), local_dir=local_dir, uri=uri, fingerprint=fp,
+        cache_root=str(cache.root) if cache else None, lease=str(lease) if lease else None)
+
+
+def release(loaded: LoadedCheckpoint, delete: bool = False) -> None:
+    """Drop ``loaded``'s lease on its cache entry so eviction may reclaim it; ``delete`` removes it now unless
+    another process on this node still holds it. Local checkpoints are never touched. Idempotent."""
+    if loaded.cache_root is None:
+        return
+    cache = CheckpointCache(loaded.cache_root, max_gb=float("inf"))
+    cache.release(loaded.fingerprint, Path(loaded.lease) if loaded.lease else None, delete=delete)
+    loaded.lease = None
+
+
+def _list_files(fs, path: str) -> dict[str, dict]:
+    """Files under ``path`` by relative path (subfolders included: custom code may hide there); fresh."""
+    try:
+        found = fs.find(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    prefix = path.rstrip("/") + "/"
+    return {p[len(prefix):]: info for p, info in found.items()
+            if info.get("type", "file") == "file" and p.startswith(prefix)}
+
+
+def _copy(fs, path: str, files: dict[str, dict], tmp: Path) -> None:
+    """Copy ``files`` into ``tmp`` and check sizes (a file rewritten mid-copy would mix two checkpoints)."""
+    names = sorted(files)
+    fs.get([posixpath.join(path, n) for n in names], [str(tmp / n) for n in names])
+    for name in names:
+        expected, got = files[name].get("size"), (tmp / name).stat().st_size
+        if expected is not None and got != expected:
+            raise OSError(f"{name} changed while copying ({got} bytes, listed {expected}); try again")
+
+
+def _load_model(uri: str, local_dir: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    check_safetensors(uri, local_dir, weight_files(uri, local_dir))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            local_dir, dtype=torch.float32, use_safetensors=True, trust_remote_code=False, local_files_only=True)
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - transformers raises many types; keep its message
+        raise CheckpointError(uri, f"transformers could not load it: {type(e).__name__}: {e}") from e
+    model.eval()
+    check_finite(uri, model)
+    return model

@@ -141,3 +141,45 @@ def moto_s3(buckets: tuple[str, ...] = ()):
         yield endpoint_url, storage_options
     finally:
         server.stop()
+
+
+class Store:
+    """A folder on some backend (local path, ``memory://``, ``s3://``) that tests put checkpoints into."""
+
+    def __init__(self, root: str, storage_options: dict | None = None):
+        self.root = root.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+
+    def uri(self, rel: str = "") -> str:
+        return f"{self.root}/{rel}".rstrip("/") if rel else self.root
+
+    def _fs(self):
+        from llc_service.bucket import open_fs
+
+        return open_fs(self.root, self.storage_options)
+
+    @staticmethod
+    def _mkparent(fs, path: str) -> str:
+        if fs.protocol in ("file", "local") or "file" in fs.protocol:  # object stores have no folders
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        return path
+
+    def put(self, local_dir: str | os.PathLike, rel: str, skip: tuple[str, ...] = ()) -> str:
+        """Copy the files of ``local_dir`` to ``rel`` under the root (except names in ``skip``)."""
+        fs, path = self._fs()
+        for file in sorted(Path(local_dir).iterdir()):
+            if file.is_file() and file.name not in skip:
+                fs.put_file(str(file), self._mkparent(fs, f"{path}/{rel}/{file.name}"))
+        return self.uri(rel)
+
+    def put_file(self, local_file: str | os.PathLike, rel: str) -> None:
+        fs, path = self._fs()
+        fs.put_file(str(local_file), self._mkparent(fs, f"{path}/{rel}"))
+
+    def write(self, rel: str, data: bytes) -> None:
+        fs, path = self._fs()
+        fs.pipe_file(self._mkparent(fs, f"{path}/{rel}"), data)
+
+    def remove(self, rel: str) -> None:
+        fs, path = self._fs()
+        fs.rm_file(f"{path}/{rel}")

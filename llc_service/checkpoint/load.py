@@ -8,7 +8,8 @@ Steps, each able to refuse with ``CheckpointError``:
    cache, keyed by fingerprint;
 3. check every safetensors file (size matches its header, it opens, it holds what the index says);
 4. ``from_pretrained(dtype=float32, use_safetensors=True, trust_remote_code=False, local_files_only=True)``;
-   anything transformers raises becomes a ``CheckpointError`` carrying its message;
+   anything transformers raises becomes a ``CheckpointError`` carrying its message, and so do weights the
+   architecture needs but the files lack (transformers would initialise them randomly);
 5. refuse non-finite weights; find the tokenizer.
 
 ``release(loaded)`` (or ``with load_checkpoint(...) as loaded:``) drops the cache lease afterwards.
@@ -133,12 +134,19 @@ def _load_model(uri: str, local_dir: str):
 
     check_safetensors(uri, local_dir, weight_files(uri, local_dir))
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            local_dir, dtype=torch.float32, use_safetensors=True, trust_remote_code=False, local_files_only=True)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            local_dir, dtype=torch.float32, use_safetensors=True, trust_remote_code=False, local_files_only=True,
+            output_loading_info=True)
     except MemoryError:
         raise
     except Exception as e:  # noqa: BLE001 - transformers raises many types; keep its message
         raise CheckpointError(uri, f"transformers could not load it: {type(e).__name__}: {e}") from e
+    # transformers fills weights absent from the files with random values and only logs it: a measurement of
+    # partly random weights is worse than none
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise CheckpointError(uri, f"{len(missing)} weights the architecture needs are not in the files "
+                                   f"({', '.join(missing[:3])}); they would be randomly initialised")
     model.eval()
     check_finite(uri, model)
     return model

@@ -120,7 +120,8 @@ def moto_s3(buckets: tuple[str, ...] = ()):
 
     ``storage_options`` carries the endpoint and dummy credentials for s3fs. The region comes from
     ``AWS_DEFAULT_REGION`` (tests/conftest.py sets us-east-1): a ``region_name`` in ``client_kwargs`` breaks
-    bucket creation on moto. The server is stopped on exit.
+    bucket creation on moto. The server is stopped on exit. moto's storage lives in the process, not the server:
+    objects written through an earlier server in the same test session are still there, so use unique prefixes.
     """
     from moto.server import ThreadedMotoServer
 
@@ -137,7 +138,9 @@ def moto_s3(buckets: tuple[str, ...] = ()):
 
             fs, _ = open_fs("s3://", storage_options)
             for bucket in buckets:
-                fs.mkdir(bucket)
+                # moto keeps its state per process, not per server: a bucket from an earlier server may exist
+                if not fs.exists(bucket):
+                    fs.mkdir(bucket)
         yield endpoint_url, storage_options
     finally:
         server.stop()

@@ -121,7 +121,10 @@ def _list_files(fs, path: str) -> dict[str, dict]:
 def _copy(fs, path: str, files: dict[str, dict], tmp: Path) -> None:
     """Copy ``files`` into ``tmp`` and check sizes (a file rewritten mid-copy would mix two checkpoints)."""
     names = sorted(files)
-    fs.get([posixpath.join(path, n) for n in names], [str(tmp / n) for n in names])
+    try:
+        fs.get([posixpath.join(path, n) for n in names], [str(tmp / n) for n in names])
+    except FileNotFoundError as e:  # rewritten under us: worth a retry, unlike a missing checkpoint
+        raise OSError(f"a file disappeared while copying ({e}); try again") from e
     for name in names:
         expected, got = files[name].get("size"), (tmp / name).stat().st_size
         if expected is not None and got != expected:

@@ -168,3 +168,14 @@ def test_registry_picks_by_protocol_and_is_extensible():
         assert get_source("dummy://anything").list_checkpoints()[0].run_id == "r"
     finally:
         _REGISTRY.pop("dummy")
+
+
+def test_gcs_without_gcsfs_says_what_to_install():
+    pytest.importorskip("fsspec")
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"llc-service\[gcs\]"):
+            get_source("gs://bucket/runs")
+    else:
+        assert isinstance(get_source("gs://bucket/runs", {"token": "anon"}), FsspecSource)

@@ -65,6 +65,10 @@ def fingerprint(files: dict[str, dict], index_bytes: bytes | None) -> str:
     return h.hexdigest()[:16]
 
 
+#: object stores whose objects appear whole or not at all: a short safetensors file there is truncated for good
+ATOMIC_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+
+
 def _layout(fs, protocol: str, path: str, info: dict):
     key = (protocol, path, info.get("size"), identity(info))
     if key not in _LAYOUT_CACHE:
@@ -94,6 +98,10 @@ def describe_folder(fs, protocol: str, folder: str, files: dict[str, dict], mark
     """Build the ``CheckpointRef`` of ``folder`` from ``files`` (basename -> fsspec info of each file in it)."""
     name = posixpath.basename(folder.rstrip("/"))
     reasons: list[str] = []
+    # A missing shard or a short file means "still being written" only while the producer may still be writing:
+    # once its marker file exists (or, for a short file, on an object store, where uploads are atomic) it is
+    # damage that waiting will not repair, so the folder is complete and the loader refuses it with the reason.
+    declared_done = bool(marker_file) and marker_file in files
 
     step = step_from_name(name)
     if step is None and TRAINER_STATE in files:
@@ -117,7 +125,7 @@ def describe_folder(fs, protocol: str, folder: str, files: dict[str, dict], mark
             reasons.append(f"{INDEX} unreadable ({e})")
             shards = []
         missing = [s for s in shards if s not in files]
-        if missing:
+        if missing and not declared_done:  # the producer said it is done: a missing shard is damage, not progress
             reasons.append(f"{len(missing)} of {len(shards)} shards missing ({', '.join(missing[:3])}"
                            f"{', ...' if len(missing) > 3 else ''})")
         safetensors = [s for s in shards if s in files]
@@ -131,7 +139,7 @@ def describe_folder(fs, protocol: str, folder: str, files: dict[str, dict], mark
         except FileNotFoundError:
             reasons.append(f"{shard} disappeared while listing")
             continue
-        if layout.state == SHORT:
+        if layout.state == SHORT and not (declared_done or protocol in ATOMIC_PROTOCOLS):
             reasons.append(f"{shard} incomplete ({layout.detail})")
 
     if marker_file and marker_file not in files:

@@ -57,9 +57,9 @@ def measure_checkpoint(checkpoint: Any, data_uri: str, results_uri: str, cfg: Me
     uri = checkpoint.uri if ref else str(checkpoint)
     req = MeasureRequest(uri, data_uri, results_uri, cfg.to_dict(), run_id, attempt, use_wandb, ref)
     world = distributed.resolve_processes(cfg)
-    if world > cfg.num_chains:
-        return write_failure(req, ValueError(
-            f"--processes {world} is more than num_chains {cfg.num_chains}: every process needs at least one chain"))
+    if world > cfg.num_chains:  # a usage error, not an outcome of this checkpoint: nothing is written
+        raise ValueError(f"processes={world} is more than num_chains={cfg.num_chains}: every process needs at "
+                         f"least one chain (lower --processes or raise num_chains)")
     if world > 1:
         return distributed.launch(req, world)
     return run_measurement(req, rank=0, world=1)
@@ -113,7 +113,7 @@ def _run_share(req: MeasureRequest, rank: int, world: int, device: str | None, i
     from llc_service.bucket import inspect_checkpoint
     from llc_service.bucket import CheckpointRef
     from llc_service.checkpoint import load_checkpoint
-    from llc_service.data import load_token_data
+    from llc_service.data import check_batch, load_token_data
     from llc_service.estimate import run_chains
 
     cfg = req.cfg()
@@ -124,24 +124,25 @@ def _run_share(req: MeasureRequest, rank: int, world: int, device: str | None, i
     info["ref"] = dataclasses.asdict(ref)
     if ref.status != "complete":
         raise OSError(f"checkpoint {ref.uri} is incomplete ({ref.reason}); it will be measured once complete")
-    loaded = load_checkpoint(ref, storage_options=cfg.storage_options, cache_dir=cfg.cache_dir,
-                             cache_max_gb=cfg.cache_max_gb, tokenizer=cfg.tokenizer)
-    info.update(model_type=loaded.model_type, num_params=loaded.num_params)
-    if rank == 0:
-        from llc_service.worker.weights import weight_stats
+    with load_checkpoint(ref, storage_options=cfg.storage_options, cache_dir=cfg.cache_dir,
+                         cache_max_gb=cfg.cache_max_gb, tokenizer=cfg.tokenizer) as loaded:
+        # the files actually loaded name the result (a checkpoint rewritten since listing is a new checkpoint)
+        info["ref"]["fingerprint"] = loaded.fingerprint or ref.fingerprint
+        info.update(model_type=loaded.model_type, num_params=loaded.num_params)
+        if rank == 0:
+            from llc_service.worker.weights import weight_stats
 
-        info["weight_norm"], info["weight_sketch"] = weight_stats(loaded.model)
-    vocab = getattr(loaded.model.config, "vocab_size", None)
-    data = load_token_data(req.data_uri, tokenizer=loaded.tokenizer, vocab_size=vocab, seq_len=cfg.seq_len,
-                           text_column=cfg.text_column, max_rows=cfg.max_rows, storage_options=cfg.storage_options,
-                           cache_dir=cfg.cache_dir)
-    info.update(data_fingerprint=data.fingerprint, num_rows=data.num_rows)
-    if data.num_rows < cfg.batch_size:
-        raise ValueError(f"data {req.data_uri} has {data.num_rows} rows, fewer than one batch "
-                         f"(batch_size={cfg.batch_size})")
-    chains = chains_for_rank(cfg.num_chains, rank, world)
-    run = run_chains(loaded.model, data.dataset, cfg, chains=chains,
-                     desc=f"{ref.run_id} step {ref.step}" + (f" [rank {rank}]" if world > 1 else ""))
+            info["weight_norm"], info["weight_sketch"] = weight_stats(loaded.model)
+        vocab = getattr(loaded.model.config, "vocab_size", None)
+        data = load_token_data(req.data_uri, tokenizer=loaded.tokenizer, vocab_size=vocab, seq_len=cfg.seq_len,
+                               text_column=cfg.text_column, max_rows=cfg.max_rows,
+                               storage_options=cfg.storage_options, cache_dir=cfg.cache_dir,
+                               min_rows=cfg.batch_size)
+        check_batch(data, cfg.batch_size, req.data_uri)
+        info.update(data_fingerprint=data.fingerprint, num_rows=data.num_rows)
+        chains = chains_for_rank(cfg.num_chains, rank, world)
+        run = run_chains(loaded.model, data.dataset, cfg, chains=chains,
+                         desc=f"{ref.run_id} step {ref.step}" + (f" [rank {rank}]" if world > 1 else ""))
     from llc_service.estimate.chains import resolve_device
 
     info["device"] = resolve_device(cfg.device).type
@@ -200,13 +201,15 @@ def summary_row(req: MeasureRequest, cfg: MeasureConfig, info: dict, result, sta
     import numpy as np
 
     ref = info.get("ref") or req.ref or {}
-    resolved = cfg.to_dict() | {"checkpoint_uri": req.checkpoint_uri, "data_uri": req.data_uri,
+    from llc_service.sinks.wandb import redact
+
+    resolved = redact(cfg.to_dict()) | {"checkpoint_uri": req.checkpoint_uri, "data_uri": req.data_uri,
                                 "results_uri": req.results_uri}
     row = {
         "run_id": req.run_id or ref.get("run_id") or _default_run_id(req.checkpoint_uri),
         "checkpoint_step": ref.get("step"),
         "checkpoint_uri": ref.get("uri", req.checkpoint_uri),
-        "checkpoint_fingerprint": ref.get("fingerprint", "unknown"),
+        "checkpoint_fingerprint": ref.get("fingerprint") or _unknown_fingerprint(req.checkpoint_uri),
         "config_hash": cfg.config_hash(),
         "status": status,
         "error": error,
@@ -241,6 +244,14 @@ def summary_row(req: MeasureRequest, cfg: MeasureConfig, info: dict, result, sta
         if row.get(key) is not None and not math.isfinite(row[key]):
             row[key] = None
     return row
+
+
+def _unknown_fingerprint(uri: str) -> str:
+    """Stands in for the fingerprint of a checkpoint that could not be listed: distinct per URI, so two failed
+    rows of unreadable checkpoints never share a result file."""
+    import hashlib
+
+    return "unknown-" + hashlib.sha256(str(uri).rstrip("/").encode()).hexdigest()[:12]
 
 
 def _default_run_id(uri: str) -> str:

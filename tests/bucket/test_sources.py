@@ -104,14 +104,33 @@ def test_missing_config_or_weights_is_pending(store, built):
 
 
 def test_weights_still_being_written_are_pending(store, built):
-    """A trainer writing model.safetensors in place: fewer bytes than its header promises -> pending."""
+    """A trainer writing model.safetensors in place: fewer bytes than its header promises -> pending. On an object
+    store an object appears whole or not at all, so a short one is truncated for good: complete, and refused by the
+    loader with the reason (see test_truncated_weights_with_marker_are_complete_and_refused)."""
     data = (built["plain"] / "model.safetensors").read_bytes()
     store.put(built["plain"], "run/step1", skip=("model.safetensors",))
     store.write("run/step1/model.safetensors", data[: len(data) // 2])
     ref = inspect_checkpoint(store.uri("run/step1"), store.storage_options)
-    assert ref.status == "pending" and "model.safetensors incomplete" in ref.reason
+    if store.root.startswith("s3://"):
+        assert ref.status == "complete"
+    else:
+        assert ref.status == "pending" and "model.safetensors incomplete" in ref.reason
     store.write("run/step1/model.safetensors", data)
     assert inspect_checkpoint(store.uri("run/step1"), store.storage_options).status == "complete"
+
+
+def test_truncated_weights_with_marker_are_complete_and_refused(store, built, tmp_path):
+    """Once the producer's marker exists, a short file or a missing shard is damage: complete, then refused."""
+    from llc_service.checkpoint import CheckpointError, load_checkpoint
+
+    data = (built["plain"] / "model.safetensors").read_bytes()
+    store.put(built["plain"], "run/step1", skip=("model.safetensors",))
+    store.write("run/step1/model.safetensors", data[: len(data) // 2])
+    store.write("run/step1/DONE", b"")
+    ref = inspect_checkpoint(store.uri("run/step1"), store.storage_options, marker_file="DONE")
+    assert ref.status == "complete"
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(ref, storage_options=store.storage_options, cache_dir=tmp_path / "cache")
 
 
 def test_fingerprint_is_stable_and_changes_when_weights_are_rewritten(store, built):

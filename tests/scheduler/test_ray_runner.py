@@ -85,3 +85,24 @@ def test_max_concurrent_serialises_units(ray_two_nodes, tmp_path, limit):
     assert len(rows) == 2
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("s7", "s8"))
     assert a["end"] <= b["start"] or b["end"] <= a["start"]
+
+
+def test_real_measurements_run_on_both_nodes_and_land_once(ray_two_nodes, tmp_path, token_parquet):
+    """The default unit (measure_checkpoint) on real checkpoints: one CPU per node, so two measurements that
+    overlap in time ran on different nodes; each leaves exactly one summary row."""
+    from llc_service import read_draws, read_summary
+    from tests.helpers.checkpoints import make_checkpoint
+    from tests.helpers.measure import small_config
+
+    ckpts = [make_checkpoint(tmp_path / "bucket" / "run-r" / f"step{s}", seed=s) for s in (10, 20)]
+    out = str(tmp_path / "results")
+    units = [{"checkpoint": str(c), "data_uri": token_parquet, "results_uri": out, "use_wandb": False}
+             for c in ckpts]
+    cfg = small_config(device="cpu", cpus_per_measurement=1, num_draws=40)
+    rows = [row for _, row in run_measurements(units, cfg)]
+    assert sorted(r["status"] for r in rows) == ["ok", "ok"], [r.get("error") for r in rows]
+    summary = read_summary(out)
+    assert sorted(summary.checkpoint_step.tolist()) == [10, 20]
+    a, b = summary.itertuples()
+    assert a.started_at < b.ended_at and b.started_at < a.ended_at, "measurements did not overlap in time"
+    assert len(read_draws(out)) == 2 * cfg.num_chains * cfg.num_draws

@@ -89,3 +89,25 @@ def test_set_override_makes_a_new_job_and_failure_is_exit_1(head, tmp_path):
     # an entrypoint that fails: exit code 1
     failing = [f"params.marker={tmp_path / 'no-such-dir' / 'x.txt'}"]
     assert submit_job(job, head.dashboard_url, sets=failing, timeout=120, out=io.StringIO()) == 1
+
+
+def test_submit_measure_one_job_lands_its_result(head, tmp_path, token_parquet):
+    """The shipped jobs/measure_one.yaml, submitted as users do, measures a real checkpoint into Parquet."""
+    from pathlib import Path
+
+    from llc_service import read_summary
+    from tests.helpers.checkpoints import make_checkpoint
+
+    repo = Path(__file__).resolve().parents[2]
+    ckpt = make_checkpoint(tmp_path / "bucket" / "run-job" / "checkpoint-30", trainer_step=30)
+    out = tmp_path / "results"
+    small = ("--no-wandb -q --set num_chains=2 --set num_draws=10 --set num_burnin=0 --set batch_size=8 "
+             "--set init_loss_batches=4")
+    sets = [f"params.checkpoint={ckpt}", f"params.data={token_parquet}", f"params.out={out}",
+            f"params.extra={small}", "entrypoint_num_gpus=0", "entrypoint_num_cpus=1"]
+    log = io.StringIO()
+    assert submit_job(str(repo / "jobs" / "measure_one.yaml"), head.dashboard_url, sets=sets, timeout=300,
+                      out=log) == 0, log.getvalue()[-3000:]
+    assert "run-job step 30: λ̂ = " in log.getvalue()
+    s = read_summary(str(out))
+    assert list(s.status) == ["ok"] and int(s.checkpoint_step.iloc[0]) == 30

@@ -121,7 +121,11 @@ class MeasureConfig(SamplerConfig):
     gpus_per_measurement: float = 1.0
     cpus_per_measurement: float = 1.0
     max_retries: int = 2
-    """Ray retries after a worker or node dies (application errors are not retried)."""
+    """Ray retries after a worker or node dies (application errors are not retried); for the watcher, the bound on
+    re-measuring a checkpoint after a transient failure (storage hiccup, lost worker)."""
+    lease_seconds: float = 600.0
+    """Watcher: how long a claim on a checkpoint lasts without renewal (renewed every quarter lease while
+    measuring). A watcher that dies delays its checkpoints by at most this long."""
     store_per_draw: bool = True
     """Write the per-draw trace table (scalar losses only; never per-token data)."""
 
@@ -138,6 +142,7 @@ class MeasureConfig(SamplerConfig):
         "gpus_per_measurement",
         "cpus_per_measurement",
         "max_retries",
+        "lease_seconds",
         "store_per_draw",
         "marker_file",
         "chain_batching",
@@ -149,6 +154,8 @@ class MeasureConfig(SamplerConfig):
         _check(self, "max_rows", self.max_rows is None or self.max_rows >= 1, "must be >= 1 or null")
         _check(self, "processes", self.processes is None or self.processes >= 1, "must be >= 1 or null")
         _check(self, "max_retries", self.max_retries >= 0, "must be >= 0")
+        _check(self, "lease_seconds", self.lease_seconds > 0 and math.isfinite(self.lease_seconds),
+               "must be a finite number > 0")
         _check(self, "cache_max_gb", self.cache_max_gb > 0, "must be > 0")
 
     def sampler_config(self) -> SamplerConfig:

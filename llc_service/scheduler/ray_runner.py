@@ -110,13 +110,16 @@ def failed_row(unit: dict, error: str, kind: str) -> dict:
     }
 
 
-def _run_unit(unit_fn: UnitFn | None, unit: dict, cfg) -> dict:
+def _run_unit(unit_fn: UnitFn | None, unit: dict, cfg, raise_transient: bool = True) -> dict:
     """Body of the Ray task (runs on a worker): call the unit function, classify its outcome for Ray.
 
     - a row with ``status == "failed"`` and ``error_kind == "transient"`` → raise :class:`TransientError` so that
       Ray retries (storage hiccups); the row rides along and is reported if every attempt fails;
     - :class:`TransientError` raised by the unit → re-raised (retried);
     - any other exception → a failed row with the traceback, *not* retried (it would fail the same way).
+
+    ``raise_transient=False`` (callers that retry themselves, see :class:`Dispatcher`): a transient row is
+    returned as it is and a raised :class:`TransientError` becomes a transient failed row.
     """
     import ray
 
@@ -130,12 +133,14 @@ def _run_unit(unit_fn: UnitFn | None, unit: dict, cfg) -> dict:
           flush=True)
     try:
         row = unit_fn(checkpoint, data_uri, results_uri, cfg, **extra)
-    except TransientError:
-        raise
+    except TransientError as exc:
+        if raise_transient:
+            raise
+        return dict(exc.row) if exc.row else failed_row(unit, f"TransientError: {exc}", TRANSIENT)
     except Exception as exc:  # noqa: BLE001 - an application error is a result, not a crash
         return failed_row(unit, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=20)}", PERMANENT)
     row = dict(row) if row is not None else failed_row(unit, "unit function returned None", PERMANENT)
-    if row.get("status") == "failed" and row.get("error_kind") == TRANSIENT:
+    if raise_transient and row.get("status") == "failed" and row.get("error_kind") == TRANSIENT:
         raise TransientError(str(row.get("error")), row=row)
     return row
 
@@ -217,3 +222,86 @@ def run_measurements(units: list[dict], cfg, unit_fn: UnitFn | None = None, *, m
             ray.cancel(ref, force=True)
         if bar is not None:
             bar.close()
+
+
+class Dispatcher:
+    """Non-blocking dispatch for a caller with other work to do (the watcher): submit units, collect finished ones.
+
+    One Ray task per unit, with the same options and task body as :func:`run_measurements`. With
+    ``ray_retries=False`` Ray does not retry anything (``max_retries=0``): a lost worker or a transient failed row
+    comes back at once as a transient failed row, and the caller decides when to try again (the watcher backs
+    off exponentially and counts attempts in the summary rows). Every submitted unit comes back from
+    :meth:`poll` exactly once, as ``(token, unit, row, seconds)``, unless it was cancelled first (:meth:`cancel`).
+    """
+
+    def __init__(self, cfg, unit_fn: UnitFn | None = None, *, address: str | None = None, ray_retries: bool = True):
+        import ray
+
+        connect(address)
+        opts = task_options(cfg, ray.cluster_resources())
+        if not ray_retries:
+            opts.update(max_retries=0, retry_exceptions=False)
+        self.options = opts
+        self._remote = ray.remote(_run_unit).options(**opts)
+        self._unit_fn, self._raise_transient = unit_fn, ray_retries
+        self._cfg_ref = ray.put(cfg)
+        self._in_flight: dict[Any, tuple[Any, dict, float]] = {}  # ObjectRef -> (token, unit, started)
+        self._by_token: dict[Any, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._in_flight)
+
+    def tokens(self) -> list:
+        return list(self._by_token)
+
+    def submit(self, unit: dict, token: Any = None) -> Any:
+        """Start ``unit`` as a Ray task; ``token`` (default: the checkpoint URI) names it in :meth:`poll`."""
+        token = _checkpoint_uri(unit.get("checkpoint", unit.get("checkpoint_uri"))) if token is None else token
+        if token in self._by_token:
+            raise ValueError(f"unit {token!r} is already in flight")
+        ref = self._remote.remote(self._unit_fn, unit, self._cfg_ref, self._raise_transient)
+        self._in_flight[ref] = (token, unit, time.monotonic())
+        self._by_token[token] = ref
+        return token
+
+    def poll(self, timeout: float = 0.0) -> list[tuple[Any, dict, dict, float]]:
+        """Finished units as ``(token, unit, row, seconds)``, waiting at most ``timeout`` seconds for the first."""
+        import ray
+
+        if not self._in_flight:
+            return []
+        refs = list(self._in_flight)
+        first, _ = ray.wait(refs, num_returns=1, timeout=max(0.0, timeout))  # returns as soon as one is done
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if first else ([], None)  # and all ready now
+        out = []
+        for ref in done:
+            token, unit, t0 = self._in_flight.pop(ref)
+            self._by_token.pop(token, None)
+            try:
+                row = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - every Ray failure becomes a failed row
+                row = _row_from_error(unit, exc)
+                if not self._raise_transient and row.get("error_kind") == TRANSIENT:
+                    row["error"] = str(row.get("error", "")).replace(" on every attempt", "")
+            out.append((token, unit, row, time.monotonic() - t0))
+        return out
+
+    def cancel(self, token: Any) -> bool:
+        """Stop one unit (kills its worker if it is running); it will not come back from :meth:`poll`."""
+        import ray
+
+        ref = self._by_token.pop(token, None)
+        if ref is None:
+            return False
+        self._in_flight.pop(ref, None)
+        try:
+            ray.cancel(ref, force=True)
+        except Exception as exc:  # noqa: BLE001 - already finished or the cluster is gone
+            log.debug("cancel of %s: %s", token, exc)
+        return True
+
+    def cancel_all(self) -> list:
+        tokens = self.tokens()
+        for token in tokens:
+            self.cancel(token)
+        return tokens

@@ -1,23 +1,29 @@
 #!/usr/bin/env python
-"""Benchmark the SGLD sampler against the bare training step, the floor, and ``devinterp``.
+"""Benchmark our SGLD sampler against the bare training step, the floor, and the reference library ``devinterp``.
 
-For each model it prints:
+For each model (an MLP of ~1.4k parameters, a ~0.2M and a ~5M GPT-NeoX, all built and briefly trained here, nothing
+downloaded) it measures:
 
-- time per SGLD step of ours (``Workspace.run_chain`` over K steps, after a warm-up chain; median of repeats);
-- the bare step of the same model and batch: forward + backward + ``torch.optim.SGD(foreach=True)``, batches
-  drawn exactly as ours draws them (``BatchStream``);
-- the floor: the bare step plus one Gaussian draw per parameter (``torch.randn(P, out=buf)``, measured);
-- devinterp 1.x's time per step on the same work (same ε, γ, nβ, model, batch size, ``cores=1``): one chain of
-  K draws through ``estimate_learning_coeff_with_summary`` with the init loss given (so no init-loss forwards);
-- peak memory of each, each in a fresh subprocess (CPU: peak RSS while building the sampler and running K steps,
-  after ``/proc/self/clear_refs`` reset the high-water mark once the model and data were loaded; CUDA:
-  ``torch.cuda.max_memory_allocated``);
-- a whole LLC (chains × draws, init loss included) for ours and for devinterp, with the estimates.
+- ours: time per SGLD step of ``Workspace.run_chain`` (the loop ``estimate_llc`` runs), K steps per timed block;
+- vmap (MLP only): time per chain-step of ``chain_batching="vmap"`` (``BatchedChains``) with --vmap-chains chains;
+- bare: ``zero_grad`` + forward + backward + ``torch.optim.SGD(foreach=True)`` step of the same model on the same
+  batches (drawn by the same ``BatchStream``): what one plain training step costs;
+- floor: forward + backward (into gradient buffers allocated once) + one Gaussian draw per parameter
+  (``torch.randn(P, out=buf)``) and no update at all: less than any SGLD step can cost, since SGLD needs the
+  gradient, P fresh normal numbers and an update of every weight;
+- devinterp: time per step of devinterp 2.x's SGLD loop (``devinterp.slt.sampler.sample_single_chain`` with
+  ``SGMCMC.sgld``, its DataLoader and its per-token loss) on the same model, data, ε, nβ, γ and batch size, without
+  the zarr writes that ``devinterp.slt.sampling.sample`` adds (those are in the whole-LLC time);
+- peak memory of ours, bare and devinterp, each in a fresh subprocess (CPU: peak RSS above the RSS once model and
+  data are loaded and the code path was primed on a 1-parameter model; CUDA: ``torch.cuda.max_memory_allocated``);
+- a whole LLC estimate (init loss included) by ours (sequential chains), ours with ``chain_batching="vmap"`` (MLP)
+  and ``devinterp.slt.llc.llc``, with λ̂ side by side.
 
-Timings of the step kinds are interleaved (round robin over repeats) in one process per model, so a burst of
-load from elsewhere on the machine hits every kind alike; medians are reported.
+Step kinds are timed round robin over --repeats (one block of each kind, then the next repeat), whole LLCs likewise,
+so load from elsewhere on the machine hits every kind alike; medians are reported.
 
-    .venv/bin/python scripts/bench_sampler.py --markdown
+    .venv/bin/python scripts/bench_sampler.py --markdown          # CPU, the numbers in docs/benchmarks.md
+    .venv/bin/python scripts/bench_sampler.py --device cuda --markdown
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import argparse
 import copy
 import itertools
 import json
+import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,12 +48,18 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 MODELS = ("mlp", "neox-small", "neox-mid")
-# per-model defaults: steps per timed block, SGLD settings, batch size, whole-LLC draws
+# per model: steps per timed chain, SGLD settings, batch size, whole-LLC draws per chain and repeats (sized so that
+# the defaults finish in about five minutes on 2 CPU cores)
 DEFAULTS = {
-    "mlp": dict(steps=500, epsilon=1e-4, nbeta=20.0, gamma=100.0, batch_size=32, llc_draws=500),
-    "neox-small": dict(steps=100, epsilon=1e-4, nbeta=20.0, gamma=100.0, batch_size=8, llc_draws=500),
-    "neox-mid": dict(steps=10, epsilon=1e-5, nbeta=20.0, gamma=100.0, batch_size=8, llc_draws=50),
+    "mlp": dict(steps=400, epsilon=1e-4, nbeta=20.0, gamma=100.0, batch_size=32, llc_draws=300, llc_repeats=3),
+    "neox-small": dict(steps=30, epsilon=1e-4, nbeta=20.0, gamma=100.0, batch_size=8, llc_draws=50, llc_repeats=3),
+    "neox-mid": dict(steps=5, epsilon=1e-5, nbeta=20.0, gamma=100.0, batch_size=8, llc_draws=10, llc_repeats=2),
 }
+# L(w*): devinterp 2.x averages num_init_loss_batches batches *per chain* (its default 32); we average
+# init_loss_batches batches once. Both get the same number of init-loss forwards: this many per chain.
+INIT_LOSS_BATCHES_PER_CHAIN = 8
+STEP_KINDS = ("ours", "ours-vmap", "bare", "floor", "devinterp")
+PER_CHAIN_KINDS = ("ours", "devinterp")  # timed also as 1-step chains: marginal step cost + fixed cost per chain
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -92,8 +106,59 @@ def loss_fn_for(name: str):
     return mse if name == "mlp" else batches.causal_lm_loss
 
 
+# --- devinterp 2.x adapters: it samples HF-style rows ({"input_ids": ...}) with a per-token loss (batch, seq-1) ---
+
+
+class _Rows:
+    """A map-style dataset of ``{"input_ids": row}``, the row format devinterp 2.x reads (``dataset[i]["input_ids"]``).
+    For the MLP a row is ``concat(x, y)`` (9 floats): devinterp only indexes, collates and moves it."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __len__(self):
+        return len(self.tensor)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.tensor[i]}
+
+
+def devinterp_rows(name: str, data):
+    import torch
+
+    if name == "mlp":
+        x, y = data.tensors
+        return _Rows(torch.cat([x, y], dim=1))
+    return _Rows(data.tensors[0])
+
+
+def _mlp_per_token_mse(model, rows):
+    """devinterp's ``loss_fn(model, input_ids) -> (batch, seq-1)`` for the MLP: the squared error of each row,
+    repeated over the seq-1 "positions" so that devinterp's mean over them is our ``mse`` (value and gradient)."""
+    err = (model(rows[:, :-1]) - rows[:, -1:]) ** 2
+    return err.expand(-1, rows.shape[1] - 1)
+
+
+def devinterp_loss_fn(name: str):
+    return _mlp_per_token_mse if name == "mlp" else None  # None: devinterp's own per-token cross-entropy
+
+
+def devinterp_version() -> str | None:
+    """The installed devinterp version, or None if it does not import."""
+    try:
+        import devinterp  # noqa: F401  (only whether it imports)
+    except Exception:  # noqa: BLE001 - any import failure means "not usable"
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("devinterp")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# what one step of each kind is (each runner does K steps and waits for the device)
+# what one timed block of each kind is (each runner does K steps and waits for the device)
 
 
 def sync(device) -> None:
@@ -104,7 +169,7 @@ def sync(device) -> None:
 
 
 def make_runner(kind: str, model, data, name: str, hp: dict, steps: int, device, chains: int = 1):
-    """Return ``run()`` doing ``steps`` steps of ``kind`` (per chain; ``chains`` > 1 only for vmap)."""
+    """Return ``run()`` doing ``steps`` steps of ``kind`` (per chain; ``chains`` > 1 only for ours-vmap)."""
     import torch
 
     from llc_service import SamplerConfig
@@ -113,12 +178,12 @@ def make_runner(kind: str, model, data, name: str, hp: dict, steps: int, device,
     loss_fn = loss_fn_for(name)
     common = dict(epsilon=hp["epsilon"], nbeta=hp["nbeta"], gamma=hp["gamma"], batch_size=hp["batch_size"],
                   device=str(device), progress=False, seed=0)
+    counter = itertools.count(1)  # every block is a fresh chain (fresh data order and noise), as in an estimate
     if kind == "ours":
         from llc_service.estimate.chains import Workspace
 
         ws = Workspace(model, data, SamplerConfig(num_chains=1, num_draws=steps, chain_batching="off", **common),
                        loss_fn)
-        counter = itertools.count()
 
         def run():
             ws.run_chain(next(counter))
@@ -126,13 +191,12 @@ def make_runner(kind: str, model, data, name: str, hp: dict, steps: int, device,
 
         return run
     if kind == "ours-vmap":
-        from llc_service.estimate import batched
+        from llc_service.estimate.batched import BatchedChains
         from llc_service.estimate.chains import Workspace
 
-        cfg = SamplerConfig(num_chains=chains, num_draws=steps, chain_batching="vmap", **common)
-        ws = Workspace(model, data, cfg, loss_fn)
-        runner = batched.BatchedChains(ws)
-        counter = itertools.count()
+        ws = Workspace(model, data, SamplerConfig(num_chains=chains, num_draws=steps, chain_batching="vmap", **common),
+                       loss_fn)
+        runner = BatchedChains(ws)
 
         def run():
             first = next(counter) * chains
@@ -143,72 +207,101 @@ def make_runner(kind: str, model, data, name: str, hp: dict, steps: int, device,
     if kind in ("bare", "floor"):
         m = copy.deepcopy(model).to(device=device, dtype=torch.float32)
         m.eval()
-        opt = torch.optim.SGD(m.parameters(), lr=1e-6, foreach=True)
         stream = batches.BatchStream(batches.materialize(data), len(data), hp["batch_size"],
                                      seeding.generator(0, 0, seeding.DATA), device)
+        if kind == "bare":  # a plain training step: zero_grad (set_to_none), forward, backward, SGD(foreach) update
+            opt = torch.optim.SGD(m.parameters(), lr=1e-6, foreach=True)
+
+            def run():
+                for _ in range(steps):
+                    opt.zero_grad()
+                    loss_fn(m, next(stream)).backward()
+                    opt.step()
+                sync(device)
+
+            return run
+        # floor: forward, backward into gradients allocated once (never zeroed: autograd accumulates in place, which
+        # costs what writing them does), and P standard normal numbers; no update at all, so nothing that does SGLD
+        # (which needs the gradient, P fresh normals and an update of every weight) can be faster
         numel = sum(p.numel() for p in m.parameters())
         gen = seeding.generator(0, 0, seeding.NOISE, device)
         buf = torch.empty(numel, device=device)
-        draw = kind == "floor"
+        loss_fn(m, next(stream)).backward()
 
         def run():
             for _ in range(steps):
-                opt.zero_grad()
-                loss = loss_fn(m, next(stream))
-                loss.backward()
-                opt.step()
-                if draw:
-                    torch.randn(numel, generator=gen, device=device, out=buf)
+                loss_fn(m, next(stream)).backward()
+                torch.randn(numel, generator=gen, device=device, out=buf)
             sync(device)
 
         return run
     if kind == "devinterp":
-        from devinterp.optim.sgld import SGLD
-        from devinterp.slt.sampler import estimate_learning_coeff_with_summary
-        from torch.utils.data import DataLoader
+        from devinterp.optim import SGMCMC
+        from devinterp.slt.lm_loss import make_evaluate_fn
+        from devinterp.slt.sampler import sample_single_chain
 
         m = copy.deepcopy(model)
-        loader = DataLoader(data, batch_size=hp["batch_size"], shuffle=True, drop_last=True)
-        counter = itertools.count()
+        rows = devinterp_rows(name, data)
+        evaluate = make_evaluate_fn(devinterp_loss_fn(name))
+        masks = {n: None for n, _ in m.named_parameters()}
+        # exactly the optimizer arguments devinterp.slt.sampling.sample passes for sampling_method="sgmcmc_sgld"
+        kwargs = dict(nbeta=hp["nbeta"], lr=hp["epsilon"], localization=hp["gamma"], noise_level=1.0,
+                      weight_decay=0.0, bounding_box_size=None, save_metrics=False)
 
         def run():
-            estimate_learning_coeff_with_summary(
-                m, loader, evaluate=loss_fn, sampling_method=SGLD,
-                optimizer_kwargs=dict(lr=hp["epsilon"], localization=hp["gamma"], nbeta=hp["nbeta"]),
-                num_draws=steps, num_chains=1, init_loss=1.0, cores=1, seed=next(counter), device=device,
-                verbose=False)
+            i = next(counter)
+            sample_single_chain(ref_model=m, dataset=rows, evaluate=evaluate, param_masks=masks, num_draws=steps,
+                                sampling_method=SGMCMC.sgld, sampling_method_kwargs=kwargs, chain=i, seed=i,
+                                dataloader_seed=i, device=str(device), callbacks=None,
+                                batch_size=hp["batch_size"])
             sync(device)
 
         return run
     raise ValueError(kind)
 
 
-def whole_llc(kind: str, model, data, name: str, hp: dict, chains: int, draws: int, device) -> dict:
+def whole_llc(kind: str, model, data, name: str, hp: dict, chains: int, draws: int, device, seed: int) -> dict:
     """One full measurement, init loss included; returns wall seconds and the estimate."""
+    import numpy as np
+
     from llc_service import SamplerConfig, estimate_llc
 
-    loss_fn = loss_fn_for(name)
     t0 = time.perf_counter()
-    if kind.startswith("ours"):
+    if kind in ("ours", "ours-vmap"):
         cfg = SamplerConfig(epsilon=hp["epsilon"], nbeta=hp["nbeta"], gamma=hp["gamma"], batch_size=hp["batch_size"],
-                            num_chains=chains, num_draws=draws, device=str(device), progress=False, seed=0,
+                            num_chains=chains, num_draws=draws,
+                            init_loss_batches=max(INIT_LOSS_BATCHES_PER_CHAIN * chains, 4),
+                            device=str(device), progress=False, seed=seed,
                             chain_batching="vmap" if kind == "ours-vmap" else "off")
-        res = estimate_llc(model, data, cfg, loss_fn=loss_fn)
+        res = estimate_llc(model, data, cfg, loss_fn=loss_fn_for(name))
         sync(device)
-        mean, std = res.llc_mean, res.llc_std
-    else:
-        from devinterp.optim.sgld import SGLD
-        from devinterp.slt.sampler import estimate_learning_coeff_with_summary
-        from torch.utils.data import DataLoader
+        seconds = time.perf_counter() - t0
+        per_chain, init_loss = np.asarray(res.llc_per_chain, dtype=float), res.init_loss
+        draw_loss = float(np.nanmean(res.loss_trace))
+    elif kind == "devinterp":
+        from devinterp.slt.llc import llc
 
-        loader = DataLoader(data, batch_size=hp["batch_size"], shuffle=True, drop_last=True)
-        out = estimate_learning_coeff_with_summary(
-            copy.deepcopy(model), loader, evaluate=loss_fn, sampling_method=SGLD,
-            optimizer_kwargs=dict(lr=hp["epsilon"], localization=hp["gamma"], nbeta=hp["nbeta"]),
-            num_draws=draws, num_chains=chains, cores=1, seed=0, device=device, verbose=False)
-        sync(device)
-        mean, std = out["llc/mean"], out["llc/std"]
-    return {"seconds": time.perf_counter() - t0, "llc_mean": float(mean), "llc_std": float(std)}
+        out_dir = tempfile.mkdtemp(prefix="llc-bench-devinterp-")
+        try:
+            out = llc(model, devinterp_rows(name, data), {}, lr=hp["epsilon"], n_beta=hp["nbeta"],
+                      localization=hp["gamma"], num_chains=chains, num_draws=draws, batch_size=hp["batch_size"],
+                      num_init_loss_batches=INIT_LOSS_BATCHES_PER_CHAIN, init_seed=1000 * (seed + 1),
+                      match_sampling_input_ids_across_chains=False, device=str(device),
+                      output_path=str(Path(out_dir) / "samples.zarr"), loss_fn=devinterp_loss_fn(name))
+            per_chain = np.asarray(out["llc_per_chain"].values, dtype=float)
+            init_loss = float(out["init_loss"].values)
+            draw_loss = float(out["loss_trace"].values.astype(float).mean())
+            sync(device)
+            seconds = time.perf_counter() - t0  # the zarr store is read back above: part of devinterp's cost
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    else:
+        raise ValueError(kind)
+    ok = per_chain[np.isfinite(per_chain)]
+    # our llc_std convention (ddof=1) for every kind; devinterp's own llc_std is xarray's ddof=0
+    std = float(ok.std(ddof=1)) if len(ok) > 1 else 0.0
+    return {"seconds": seconds, "llc_mean": float(ok.mean()) if len(ok) else float("nan"), "llc_std": std,
+            "chains_ok": int(len(ok)), "init_loss": float(init_loss), "draw_loss": draw_loss}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -224,6 +317,18 @@ def _status(field: str) -> float:
     return float("nan")
 
 
+def _prime(kind: str, device) -> None:
+    """Run ``kind`` on a 1-parameter model first, so lazily imported code (optimizer internals, devinterp,
+    torch.func) is loaded before the memory measurement starts: it then sees the method's tensors, not imports."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    tiny = torch.nn.Sequential(torch.nn.Linear(1, 1))
+    data = TensorDataset(torch.zeros(8, 1), torch.zeros(8, 1))
+    hp = dict(epsilon=1e-4, nbeta=1.5, gamma=1.0, batch_size=4)
+    make_runner(kind, tiny, data, "mlp", hp, 2, device, 2)()
+
+
 def worker(spec: dict) -> dict:
     import torch
 
@@ -232,45 +337,65 @@ def worker(spec: dict) -> dict:
     device = torch.device(spec["device"])
     blob = torch.load(spec["asset"], weights_only=False)
     model, data, name, hp = blob["model"], blob["data"], spec["model"], spec["hp"]
-    out: dict = {}
     if spec["mode"] == "mem":
         kind, steps = spec["kind"], spec["steps"]
+        _prime(kind, device)
         if device.type == "cuda":
+            torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device) / 2**20
         else:
             with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset the peak-RSS high-water mark to the current RSS
-        base = _status("VmRSS")
+                f.write("5")  # reset the peak-RSS high-water mark (VmHWM) to the current RSS
+            base = _status("VmRSS")
         make_runner(kind, model, data, name, hp, steps, device, spec.get("chains", 1))()
         if device.type == "cuda":
-            out = {"peak_mb": torch.cuda.max_memory_allocated(device) / 2**20, "base_mb": 0.0}
-        else:
-            out = {"peak_mb": _status("VmHWM"), "base_mb": base}
-        return out
-    steps, repeats = spec["steps"], spec["repeats"]
-    runners = {k: make_runner(k, model, data, name, hp, steps, device, spec.get("chains", 1)) for k in spec["kinds"]}
-    for run in runners.values():  # warm-up
+            return {"peak_mb": torch.cuda.max_memory_allocated(device) / 2**20, "base_mb": base}
+        return {"peak_mb": _status("VmHWM"), "base_mb": base}
+
+    out: dict = {"params": sum(p.numel() for p in model.parameters()), "steps": spec["steps"]}
+    steps, chains = spec["steps"], spec.get("chains", 1)
+    # every timed block is one chain of `steps` steps; for the samplers also a 1-step chain, so that the fixed cost
+    # of starting a chain (devinterp: a model copy and two gc.collect() per chain) is reported apart from the
+    # marginal cost of a step
+    blocks = {k: (steps, make_runner(k, model, data, name, hp, steps, device, chains)) for k in spec["kinds"]}
+    if steps > 1:
+        for k in [k for k in spec["kinds"] if k in PER_CHAIN_KINDS]:
+            blocks[k + "@1"] = (1, make_runner(k, model, data, name, hp, 1, device, chains))
+    for _, run in blocks.values():  # warm-up: one untimed block of each
         run()
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(repeats):
-        for k, run in runners.items():
+    times: dict[str, list[float]] = {k: [] for k in blocks}
+    for _ in range(spec["repeats"]):  # round robin: load from elsewhere hits every kind alike
+        for k, (_, run) in blocks.items():
             t0 = time.perf_counter()
             run()
             times[k].append(time.perf_counter() - t0)
-    for k, ts in times.items():
-        per_chain = spec.get("chains", 1) if k == "ours-vmap" else 1
-        out[k] = {"median_step_s": statistics.median(ts) / (steps * per_chain),
-                  "min_step_s": min(ts) / (steps * per_chain)}
-    out["params"] = sum(p.numel() for p in model.parameters())
-    for k in spec.get("llc_kinds", []):
-        out["llc_" + k] = whole_llc(k, model, data, name, hp, spec["llc_chains"], spec["llc_draws"], device)
+    for k in spec["kinds"]:
+        ts, per = times[k], steps * (chains if k == "ours-vmap" else 1)
+        res = {"block_s": ts, "median_step_s": statistics.median(ts) / per}
+        if k + "@1" in times:
+            t_k, t_1 = statistics.median(ts), statistics.median(times[k + "@1"])
+            step = max(t_k - t_1, 0.0) / (steps - 1)
+            res.update(median_step_s=step, per_chain_s=max(t_1 - step, 0.0), one_step_block_s=times[k + "@1"])
+        out[k] = res
+    out["llc"] = []
+    for llc_chains, draws, kinds, repeats in spec.get("llc_sets", []):
+        runs: dict[str, list[dict]] = {k: [] for k in kinds}
+        for r in range(repeats):  # interleaved like the step timings; each repeat with its own seed
+            for k in kinds:
+                runs[k].append(whole_llc(k, model, data, name, hp, llc_chains, draws, device, seed=r))
+        res = {}
+        for k, rs in runs.items():
+            res[k] = {"seconds": statistics.median(r["seconds"] for r in rs), "runs": rs}
+        out["llc"].append({"chains": llc_chains, "draws": draws, "repeats": repeats, "results": res})
     return out
 
 
 def call_worker(spec: dict) -> dict:
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, __file__, "--_worker", json.dumps(spec)], capture_output=True, text=True,
-                          env=env, cwd=ROOT)
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TQDM_DISABLE="1",
+               PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_worker", json.dumps(spec)],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {spec.get('mode')} {spec.get('model')} {spec.get('kind', '')} failed:\n"
                            f"{proc.stderr[-4000:]}")
@@ -278,7 +403,7 @@ def call_worker(spec: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# table
+# tables
 
 
 def fmt_ms(s: float | None) -> str:
@@ -288,90 +413,155 @@ def fmt_ms(s: float | None) -> str:
     return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
 
 
-def render(rows: list[dict], args, markdown: bool) -> str:
-    step_head = ["model", "params", "ours ms/step", "bare ms/step", "floor ms/step", "ours/bare", "ours/floor"]
-    if any("ours-vmap" in r for r in rows):
-        step_head += ["vmap ms/chain-step", "vmap/floor"]
-    if not args.no_devinterp:
-        step_head += ["devinterp ms/step", "devinterp/floor"]
-    mem_head = ["model", "ours peak MB (+Δ)", "bare peak MB (+Δ)"] + ([] if args.no_devinterp else
-                                                                      ["devinterp peak MB (+Δ)"])
-    llc_head = ["model", "chains×draws", "ours s", "ours λ̂"]
-    if any("llc_ours-vmap" in r for r in rows):
-        llc_head += ["vmap s", "vmap λ̂"]
-    if not args.no_devinterp:
-        llc_head += ["devinterp s", "devinterp λ̂", "devinterp/ours"]
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}×" if a is not None and b else "–"
 
-    def ratio(a, b):
-        return f"{a / b:.2f}×" if a is not None and b else "–"
 
-    steps, mems, llcs = [], [], []
-    for r in rows:
-        t = {k: r[k]["median_step_s"] for k in ("ours", "bare", "floor", "ours-vmap", "devinterp") if k in r}
-        line = [r["model"], f"{r['params']:,}", fmt_ms(t["ours"]), fmt_ms(t["bare"]), fmt_ms(t["floor"]),
-                ratio(t["ours"], t["bare"]), ratio(t["ours"], t["floor"])]
-        if "vmap ms/chain-step" in step_head:
-            line += [fmt_ms(t.get("ours-vmap")), ratio(t.get("ours-vmap"), t["floor"])]
-        if not args.no_devinterp:
-            line += [fmt_ms(t.get("devinterp")), ratio(t.get("devinterp"), t["floor"])]
-        steps.append(line)
-        mem = r.get("mem", {})
+def pooled(runs: list[dict], nbeta: float) -> tuple[float, float]:
+    """λ̂ over the repeats: (mean of the repeats' estimates, its standard error).
 
-        def m(k):
-            if k not in mem:
-                return "–"
-            return f"{mem[k]['peak_mb']:.0f} (+{mem[k]['peak_mb'] - mem[k]['base_mb']:.0f})"
+    A repeat's λ̂ = nβ·(mean draw loss − L(w*)): its chains are independent given L(w*), which they share. So
+    Var(λ̂_r) = Var(λ̂_c)/chains + nβ²·Var(L(w*)); the first term comes from the spread across chains, the second from
+    the spread of L(w*) across the repeats (left out with one repeat), and the mean of R repeats has 1/R of it."""
+    means = [r["llc_mean"] for r in runs]
+    within = statistics.fmean(r["llc_std"] ** 2 / max(r["chains_ok"], 1) for r in runs)
+    init = statistics.variance([r["init_loss"] for r in runs]) if len(runs) > 1 else 0.0
+    return statistics.fmean(means), math.sqrt((within + nbeta**2 * init) / len(runs))
 
-        mems.append([r["model"], m("ours"), m("bare")] + ([] if args.no_devinterp else [m("devinterp")]))
-        if "llc_ours" in r:
-            lo = r["llc_ours"]
-            line = [r["model"], f"{r['llc_chains']}×{r['llc_draws']}", f"{lo['seconds']:.2f}",
-                    f"{lo['llc_mean']:.3g} ± {lo['llc_std']:.2g}"]
-            if "vmap s" in llc_head:
-                lv = r.get("llc_ours-vmap")
-                line += [f"{lv['seconds']:.2f}", f"{lv['llc_mean']:.3g} ± {lv['llc_std']:.2g}"] if lv else ["–", "–"]
-            if not args.no_devinterp:
-                ld = r.get("llc_devinterp")
-                line += ([f"{ld['seconds']:.2f}", f"{ld['llc_mean']:.3g} ± {ld['llc_std']:.2g}",
-                          f"{ld['seconds'] / lo['seconds']:.2f}×"] if ld else ["–", "–", "–"])
-            llcs.append(line)
 
+def render(rows: list[dict], with_devinterp: bool, markdown: bool) -> str:
     def table(head, body):
         if markdown:
-            out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+            out = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(head)))
+                   + "|"]
             out += ["| " + " | ".join(row) + " |" for row in body]
             return "\n".join(out)
-        widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head)]
+        widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(head)]
         out = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
         out += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in body]
         return "\n".join(out)
 
-    parts = ["Time per SGLD step (median of repeats):", table(step_head, steps), "",
-             "Peak memory (fresh process each; CPU: peak RSS, +Δ above the RSS with model and data loaded; "
-             "CUDA: max_memory_allocated):", table(mem_head, mems)]
+    has_vmap = any("ours-vmap" in r for r in rows)
+    step_head = ["model", "params", "bare ms/step", "floor ms/step", "ours ms/step", "ours/bare", "ours/floor"]
+    if has_vmap:
+        step_head += ["vmap ms/chain-step", "vmap/floor"]
+    if with_devinterp:
+        step_head += ["devinterp ms/step", "devinterp/ours"]
+    step_head += ["ours ms/chain"] + (["devinterp ms/chain"] if with_devinterp else [])
+    steps = []
+    for r in rows:
+        t = {k: r[k]["median_step_s"] for k in STEP_KINDS if k in r}
+        line = [r["model"], f"{r['params']:,}", fmt_ms(t["bare"]), fmt_ms(t["floor"]), fmt_ms(t["ours"]),
+                ratio(t["ours"], t["bare"]), ratio(t["ours"], t["floor"])]
+        if has_vmap:
+            line += [fmt_ms(t.get("ours-vmap")), ratio(t.get("ours-vmap"), t["floor"])]
+        if with_devinterp:
+            line += [fmt_ms(t.get("devinterp")), ratio(t.get("devinterp"), t["ours"])]
+        for k in ["ours"] + (["devinterp"] if with_devinterp else []):
+            line.append(fmt_ms(r[k].get("per_chain_s")) if k in r else "–")
+        steps.append(line)
+    parts = [f"Time per SGLD step, median of {rows[0].get('repeats', '?')} interleaved repeats of a chain of "
+             + ", ".join(f"{r['steps']} ({r['model']})" for r in rows)
+             + f" steps. {'ours and devinterp' if with_devinterp else 'ours'}: "
+             "marginal cost of a step, (t(K-step chain) − t(1-step chain))/(K−1); ms/chain: the fixed cost of starting "
+             "a chain; "
+             "bare, floor: time of K steps / K; vmap: time of K steps of all its chains / (K·chains).",
+             table(step_head, steps)]
+
+    if any("mem" in r for r in rows):
+        kinds = ["ours", "bare"] + (["devinterp"] if with_devinterp else [])
+        mem_head = ["model"] + [f"{k} peak MB (+Δ)" for k in kinds] + ["ours/bare Δ"]
+        mems = []
+        for r in rows:
+            mem = r.get("mem", {})
+
+            def cell(k):
+                if k not in mem:
+                    return "–"
+                return f"{mem[k]['peak_mb']:.0f} (+{mem[k]['peak_mb'] - mem[k]['base_mb']:.1f})"
+
+            def delta(k):
+                return mem[k]["peak_mb"] - mem[k]["base_mb"] if k in mem else None
+
+            mems.append([r["model"]] + [cell(k) for k in kinds] + [ratio(delta("ours"), delta("bare"))])
+        parts += ["", "Peak memory, MB (fresh process each; CPU: peak RSS, +Δ above the RSS with model and data "
+                  "loaded; CUDA: max_memory_allocated, +Δ above what was allocated before):", table(mem_head, mems)]
+
+    llc_head = ["model", "chains×draws (repeats)", "ours s", "vmap s"] + (
+        ["devinterp s", "devinterp/ours", "devinterp/vmap"] if with_devinterp else [])
+    agree_head = ["model", "chains×draws (repeats)", "ours λ̂ ± SE", "vmap λ̂ ± SE"] + (
+        ["devinterp λ̂ ± SE", "z (devinterp−ours)"] if with_devinterp else []) + ["ours L(w*)", "ours E[L]"] + (
+        ["devinterp L(w*)", "devinterp E[L]"] if with_devinterp else [])
+    llcs, agrees = [], []
+    for r in rows:
+        for entry in r.get("llc", []):
+            res = entry["results"]
+            sec = {k: res[k]["seconds"] for k in res}
+            label = f"{entry['chains']}×{entry['draws']} ({entry.get('repeats', len(res['ours']['runs']))})"
+            line = [r["model"], label, f"{sec['ours']:.2f}", f"{sec['ours-vmap']:.2f}" if "ours-vmap" in sec else "–"]
+            if with_devinterp:
+                line += [f"{sec['devinterp']:.2f}" if "devinterp" in sec else "–",
+                         ratio(sec.get("devinterp"), sec["ours"]), ratio(sec.get("devinterp"), sec.get("ours-vmap"))]
+            llcs.append(line)
+            est = {k: pooled(res[k]["runs"], r["hp"]["nbeta"]) for k in res}
+
+            def lam(k):
+                return f"{est[k][0]:.3g} ± {est[k][1]:.2g}" if k in est else "–"
+
+            def losses(k):
+                if k not in res:
+                    return ["–", "–"]
+                return [f"{statistics.fmean(x[f] for x in res[k]['runs']):.4f}" for f in ("init_loss", "draw_loss")]
+
+            line = [r["model"], label, lam("ours"), lam("ours-vmap")]
+            if with_devinterp:
+                z = "–"
+                if "devinterp" in est:
+                    se = math.hypot(est["ours"][1], est["devinterp"][1])
+                    z = f"{(est['devinterp'][0] - est['ours'][0]) / se:+.1f}" if se else "–"
+                line += [lam("devinterp"), z]
+            line += losses("ours") + (losses("devinterp") if with_devinterp else [])
+            agrees.append(line)
     if llcs:
-        parts += ["", "Whole LLC (init loss included):", table(llc_head, llcs)]
+        parts += ["", f"Whole LLC estimate, wall seconds (L(w*) from {INIT_LOSS_BATCHES_PER_CHAIN} batches per chain "
+                  "included; median of the interleaved repeats, each with its own seeds):", table(llc_head, llcs),
+                  "", "λ̂ of the same runs: mean over the repeats ± its standard error (from the spread across chains "
+                  "and, with two or more repeats, of L(w*) across repeats); z = difference / combined SE; L(w*): init "
+                  "loss, E[L]: mean draw loss, both averaged over the repeats; λ̂ = nβ·(E[L] − L(w*)):",
+                  table(agree_head, agrees)]
     return "\n".join(parts)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {MODELS}")
-    p.add_argument("--steps", type=int, default=None, help="steps per timed block (default per model: "
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Defaults take a few minutes on a 2-core CPU. Ratios are more portable than absolute times.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
+    p.add_argument("--steps", type=int, default=None, help="SGLD steps per timed block (default per model: "
                    + ", ".join(f"{k} {v['steps']}" for k, v in DEFAULTS.items()) + ")")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every worker")
-    p.add_argument("--no-devinterp", action="store_true")
-    p.add_argument("--no-memory", action="store_true")
-    p.add_argument("--vmap-chains", type=int, default=0,
-                   help="also time chain_batching=vmap with this many chains per batch (MLP only; 0 = off)")
-    p.add_argument("--llc-chains", type=int, default=4)
-    p.add_argument("--llc-draws", type=int, default=None, help="draws per chain of the whole LLC for the MLP and "
-                   "the small model (default 500)")
-    p.add_argument("--llc-draws-mid", type=int, default=None, help="draws per chain for the mid model (default 50)")
-    p.add_argument("--no-llc", action="store_true")
-    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--repeats", type=int, default=5, help="timed blocks per kind, interleaved (default 5)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch.set_num_threads in every worker (default 1: what a Ray CPU task gets, and stable on a "
+                        "shared machine; see docs/benchmarks.md)")
+    p.add_argument("--no-devinterp", action="store_true",
+                   help="skip devinterp (automatic, with a note, when devinterp 2.x does not import)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--vmap-chains", type=int, default=8,
+                   help="chains per batch for chain_batching=vmap, timed on the MLP only (0 = off; default 8)")
+    p.add_argument("--llc-chains", type=int, default=4, help="chains of the whole-LLC estimate (default 4)")
+    p.add_argument("--llc-draws", type=int, default=None, help="draws per chain of the whole LLC (default per "
+                   "model: " + ", ".join(f"{k} {v['llc_draws']}" for k, v in DEFAULTS.items()) + ")")
+    p.add_argument("--llc-repeats", type=int, default=None,
+                   help="whole-LLC runs per kind, interleaved, each with its own seed (default per model: "
+                   + ", ".join(f"{k} {v['llc_repeats']}" for k, v in DEFAULTS.items()) + ")")
+    p.add_argument("--no-llc", action="store_true", help="skip the whole-LLC estimates")
+    p.add_argument("--markdown", action="store_true", help="print markdown tables (for docs/benchmarks.md)")
+    p.add_argument("--json", metavar="PATH", help="also write the raw measurements as JSON")
     p.add_argument("--_worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._worker:
@@ -381,13 +571,38 @@ def main(argv=None) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     for m in models:
         if m not in MODELS:
-            p.error(f"unknown model {m!r}; choose from {MODELS}")
-    if args.device.startswith("cuda"):
-        import torch
+            p.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
+    for opt in ("steps", "repeats", "llc_chains", "llc_draws", "llc_repeats", "threads"):
+        value = getattr(args, opt)
+        if value is not None and value < 1:
+            p.error(f"--{opt.replace('_', '-')} must be >= 1")
+    if args.vmap_chains == 1 or args.vmap_chains < 0:
+        p.error("--vmap-chains must be 0 (off) or >= 2")
 
-        if not torch.cuda.is_available():
-            p.error("--device cuda but CUDA is not available")
+    import torch
+
+    torch.set_num_threads(args.threads)  # building the models here too (2 threads on 2 busy cores stall: see docs)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda but CUDA is not available to torch here")
+    with_devinterp = not args.no_devinterp
+    notes = []
+    if with_devinterp:
+        ver = devinterp_version()
+        if ver is None:
+            with_devinterp = False
+            notes.append("devinterp is not installed (pip install devinterp, or the 'bench' extra): its columns are "
+                         "left out.")
+        elif not ver.split(".")[0].isdigit() or int(ver.split(".")[0]) < 2:
+            with_devinterp = False
+            notes.append(f"devinterp {ver} is installed; this script drives the 2.x API (devinterp.slt.llc, "
+                         "sample_single_chain, SGMCMC.sgld): its columns are left out.")
+        else:
+            notes.append(f"devinterp {ver}")
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr, flush=True)
+
     rows = []
+    t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="llc-bench-") as tmp:
         for name in models:
             hp = DEFAULTS[name]
@@ -395,30 +610,37 @@ def main(argv=None) -> int:
             print(f"[{name}] building model and data", file=sys.stderr, flush=True)
             build_asset(name, asset)
             steps = args.steps or hp["steps"]
-            kinds = ["ours", "bare", "floor"]
             vmap = args.vmap_chains if name == "mlp" else 0
-            if vmap:
-                kinds.append("ours-vmap")
-            if not args.no_devinterp:
-                kinds.append("devinterp")
-            draws = (args.llc_draws_mid or hp["llc_draws"]) if name == "neox-mid" else (args.llc_draws or
-                                                                                         hp["llc_draws"])
-            llc_kinds = [] if args.no_llc else ["ours"] + (["ours-vmap"] if vmap else []) + (
-                [] if args.no_devinterp else ["devinterp"])
+            kinds = ["ours"] + (["ours-vmap"] if vmap else []) + ["bare", "floor"] + (
+                ["devinterp"] if with_devinterp else [])
+            draws = args.llc_draws or hp["llc_draws"]
+            llc_kinds = ["ours"] + (["devinterp"] if with_devinterp else [])
+            llc_repeats = args.llc_repeats or hp["llc_repeats"]
+            llc_sets = [] if args.no_llc else [(args.llc_chains, draws, llc_kinds, llc_repeats)]
+            if vmap and not args.no_llc:  # the batched path at the chain count it is meant for, against the others
+                llc_sets.append((vmap, draws, ["ours", "ours-vmap"] + llc_kinds[1:], llc_repeats))
             spec = dict(mode="time", asset=str(asset), model=name, hp=hp, device=args.device, threads=args.threads,
-                        steps=steps, repeats=args.repeats, kinds=kinds, chains=max(vmap, 1), llc_kinds=llc_kinds,
-                        llc_chains=args.llc_chains, llc_draws=draws)
+                        steps=steps, repeats=args.repeats, kinds=kinds, chains=max(vmap, 1), llc_sets=llc_sets)
             print(f"[{name}] timing {kinds} ({steps} steps × {args.repeats} repeats)"
-                  + (f", whole LLC {args.llc_chains}×{draws}" if llc_kinds else ""), file=sys.stderr, flush=True)
+                  + "".join(f", whole LLC {c}×{d} {k} ×{r}" for c, d, k, r in llc_sets), file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
             row = call_worker(spec)
-            row.update(model=name, llc_chains=args.llc_chains, llc_draws=draws)
+            row.update(model=name, hp=hp, repeats=args.repeats)
             if not args.no_memory:
                 row["mem"] = {}
-                for kind in [k for k in kinds if k not in ("floor",)]:
+                for kind in ("ours", "bare") + (("devinterp",) if with_devinterp else ()):
                     print(f"[{name}] memory {kind}", file=sys.stderr, flush=True)
                     row["mem"][kind] = call_worker(dict(spec, mode="mem", kind=kind, steps=min(steps, 20)))
+            print(f"[{name}] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
             rows.append(row)
-    print(render(rows, args, args.markdown))
+    total = time.perf_counter() - t_start
+    header = "; ".join([f"torch {torch.__version__}, device {args.device}, {args.threads} thread(s) per worker, "
+                        f"{os.cpu_count()} CPUs visible"] + notes + [f"total {total:.0f} s"])
+    print(header)
+    print()
+    print(render(rows, with_devinterp, args.markdown))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"header": header, "args": vars(args), "rows": rows}, indent=1))
     return 0
 
 

@@ -1,15 +1,16 @@
-"""Ray layer: one task per checkpoint (``ray_runner``), job submission (``submit``), the retryable error.
+"""Ray layer: one task per checkpoint (``ray_runner``: ``run_measurements`` blocking, ``Dispatcher`` non-blocking),
+job submission (``submit``), the retryable error.
 
 Nothing heavy is imported here; ``ray`` is imported inside the functions that need it.
 """
 
 from llc_service.scheduler.errors import TransientError
 
-__all__ = ["TransientError", "connect", "run_measurements", "submit_job"]
+__all__ = ["Dispatcher", "TransientError", "connect", "run_measurements", "submit_job"]
 
 
 def __getattr__(name):
-    if name in ("connect", "run_measurements"):
+    if name in ("Dispatcher", "connect", "run_measurements"):
         from llc_service.scheduler import ray_runner
 
         return getattr(ray_runner, name)

@@ -1,1 +1,2 @@
-"""Watcher: polls a Source, claims checkpoints in RESULTS (see ``claims``), dispatches measurements."""
+"""Watcher: polls a Source, claims checkpoints in RESULTS (``claims``), dispatches measurements to Ray and records
+every outcome once (``watch``)."""

@@ -1,0 +1,327 @@
+"""The watcher under faults, end to end: real tiny checkpoints, real token data, a real local Ray cluster, Parquet
+results read back with the package's reader. Nothing of ours is mocked; faults are made the way they happen
+(files damaged on disk, a Ray worker process SIGKILLed, the S3 results server stopped, the watcher SIGKILLed).
+
+In every case: each good checkpoint has exactly one ``ok`` row, each bad one exactly one failed row whose error
+names the problem, and no checkpoint has more than one row.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from llc_service.bucket import inspect_checkpoint
+from llc_service.report.wandb_trajectory import trajectory_run_id
+from llc_service.watcher.claims import ClaimStore
+from llc_service.watcher.watch import watch
+from tests.helpers.checkpoints import (
+    make_checkpoint,
+    make_pickle_checkpoint,
+    set_config,
+    shard_files,
+    write_nan_weights,
+)
+from tests.helpers.watch import (
+    LogRecorder,
+    RestartableMoto,
+    WatchThread,
+    cli_path,
+    kill_processes,
+    rows_by_step,
+    start_cli,
+    stop_tree,
+    tiny_config,
+    tiny_sets,
+    unit_worker_processes,
+    wait_until,
+)
+
+
+def _only_row(rows: dict, step: int) -> dict:
+    assert len(rows.get(step, [])) == 1, f"step {step}: expected exactly one row, got {rows.get(step)}"
+    return rows[step][0]
+
+
+def _assert_ok_once(rows: dict, steps) -> None:
+    for step in steps:
+        row = _only_row(rows, step)
+        assert row["status"] == "ok", f"step {step}: {row['status']} {row['error']}"
+
+
+def _all_released(results_uri: str, storage_options=None) -> bool:
+    claims = ClaimStore(results_uri, storage_options).list_claims()
+    return bool(claims) and all(c.released_at is not None for c in claims)
+
+
+def test_once_measures_each_checkpoint_once_and_a_rerun_measures_nothing(ray_cluster, tokens, tmp_path):
+    bucket = tmp_path / "bucket"
+    for seed, step in enumerate((100, 200, 300)):
+        make_checkpoint(bucket / "run1" / f"step{step}", seed=seed)
+    out = str(tmp_path / "results")
+    cfg = tiny_config(wandb_project="llc-watch-test")
+
+    with LogRecorder() as logs:
+        assert watch(str(bucket), tokens, out, cfg, once=True, interval=0.5) == 0
+    rows = rows_by_step(out)
+    assert sorted(rows) == [100, 200, 300]
+    _assert_ok_once(rows, [100, 200, 300])
+    assert all(rows[s][0]["attempt"] == 1 and rows[s][0]["config_hash"] == cfg.config_hash() for s in rows)
+    for step in (100, 200, 300):  # one progress line per checkpoint
+        assert logs.has(f"run1 step {step}: ok λ̂=")
+    assert _all_released(out)
+    # the wandb trajectory run (offline) was rebuilt from Parquet under its deterministic id
+    traj = trajectory_run_id("run1", cfg.config_hash())
+    assert list(ray_cluster.rglob(f"run-{traj}.wandb")), "no wandb trajectory run written"
+
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "results" / "summary").rglob("*.parquet")}
+    assert len(files) == 3
+    with LogRecorder() as logs:
+        assert watch(str(bucket), tokens, out, cfg, once=True, interval=0.5, use_wandb=False) == 0
+    assert logs.has("3 already measured") and not logs.has("dispatched")
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "results" / "summary").rglob("*.parquet")} == files
+    assert sum(len(v) for v in rows_by_step(out).values()) == 3
+
+
+def _truncate(folder):
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    return folder
+
+
+MARKER = "trainer_state.json"
+
+
+def _mark(folder, step: int):
+    (folder / MARKER).write_text(f'{{"global_step": {step}}}')
+    return folder
+
+
+def _n_rows(out: str) -> int:
+    return sum(len(v) for v in rows_by_step(out).values())
+
+
+def test_bad_checkpoints_fail_with_their_reason_and_late_uploads_are_measured(ray_cluster, tokens, tmp_path):
+    """Trainer-style folders (a marker file written last). Damaged ones get one failed row naming the damage; a
+    partial upload is measured once it completes; an upload stuck for longer than ``pending_timeout`` gets a failed
+    row saying what is missing, replaced by its result if it completes after all."""
+    run = tmp_path / "bucket" / "run1"
+    for seed, step in enumerate((100, 200, 300)):
+        make_checkpoint(run / f"step{step}", seed=seed, trainer_step=step)
+    _mark(_truncate(make_checkpoint(run / "step110", seed=3)), 110)
+    shard_files(make_checkpoint(run / "step120", sharded=True, trainer_step=120))[1].unlink()
+    _mark(make_pickle_checkpoint(run / "step130"), 130)
+    set_config(make_checkpoint(run / "step140", trainer_step=140),
+               auto_map={"AutoModelForCausalLM": "modeling_evil.Evil"})
+    (make_checkpoint(run / "step150", trainer_step=150) / "modeling_evil.py").write_text("import os\n")
+    write_nan_weights(make_checkpoint(run / "step160", trainer_step=160))
+    # an upload that died half-way (no weights, no marker) and one that stalls before its marker
+    (make_checkpoint(run / "step170", seed=5) / "model.safetensors").unlink()
+    stalled = make_checkpoint(run / "step180", seed=6)
+    # a partial upload: everything but the weights and the marker now; the weights (in place, in two halves) and
+    # the marker later
+    staged = make_checkpoint(tmp_path / "staging" / "step400", seed=4)
+    late = run / "step400"
+    late.mkdir()
+    for f in staged.iterdir():
+        if f.name != "model.safetensors":
+            shutil.copy(f, late / f.name)
+    weights = (staged / "model.safetensors").read_bytes()
+    out = str(tmp_path / "results")
+    expected_failures = {
+        110: ["CheckpointError", "model.safetensors is truncated or corrupt"],
+        120: ["CheckpointError", "shards listed in model.safetensors.index.json are missing"],
+        130: ["CheckpointError", "pickle"],
+        140: ["CheckpointError", "auto_map"],
+        150: ["CheckpointError", "Python files"],
+        160: ["CheckpointError", "non-finite"],
+        170: ["IncompleteCheckpoint", "no model.safetensors", f"marker file {MARKER} not present"],
+    }
+
+    cfg = tiny_config(marker_file=MARKER)
+    with LogRecorder() as logs, WatchThread(str(tmp_path / "bucket"), tokens, out, cfg, interval=0.3,
+                                            use_wandb=False, pending_timeout=6.0, retry_delay=0.5) as w:
+        logs.wait_for("pending: run1 step 400 (no model.safetensors", 60)
+        with open(late / "model.safetensors", "wb") as f:  # a trainer writing in place: first half...
+            f.write(weights[: len(weights) // 2])
+        logs.wait_for("pending: run1 step 400 (model.safetensors incomplete", 30)
+        with open(late / "model.safetensors", "ab") as f:  # ...then the rest, then the marker
+            f.write(weights[len(weights) // 2:])
+        logs.wait_for(f"pending: run1 step 400 (marker file {MARKER} not present yet)", 30)
+        _mark(late, 400)
+        # the stalled one times out, then completes after all
+        wait_until(lambda: any(r["status"] == "failed" for r in rows_by_step(out).get(180, [])), 120, 0.3,
+                   "the stalled upload to be recorded as incomplete")
+        _mark(stalled, 180)
+        wait_until(lambda: _n_rows(out) >= 12 and rows_by_step(out)[180][0]["status"] == "ok", 180, 0.5,
+                   "12 outcomes")
+        assert w.join() == 0
+
+    rows = rows_by_step(out)
+    assert sorted(rows) == [100, 110, 120, 130, 140, 150, 160, 170, 180, 200, 300, 400], rows.keys()
+    _assert_ok_once(rows, [100, 180, 200, 300, 400])
+    for step, words in expected_failures.items():
+        row = _only_row(rows, step)
+        assert row["status"] == "failed" and row["error_kind"] == "permanent", (step, row["error"])
+        for word in words:
+            assert word in row["error"], (step, row["error"])
+        assert row["attempt"] == 1  # permanent: never retried
+    # the late checkpoints were measured once complete, on their complete files
+    for step, folder in ((400, late), (180, stalled)):
+        ref = inspect_checkpoint(str(folder), marker_file=MARKER)
+        assert ref.is_complete and rows[step][0]["checkpoint_fingerprint"] == ref.fingerprint
+    assert logs.has("run1 step 180: failed [permanent] incomplete") and not logs.has("retrying")
+    assert _all_released(out)
+
+
+def test_worker_killed_mid_measurement_is_retried_to_one_result(ray_cluster, tokens, tmp_path):
+    make_checkpoint(tmp_path / "bucket" / "run1" / "step100")
+    out = str(tmp_path / "results")
+    cfg = tiny_config(num_draws=150)  # a few seconds: the kill lands while it measures
+
+    with LogRecorder() as logs, WatchThread(str(tmp_path / "bucket"), tokens, out, cfg, once=True, interval=0.3,
+                                            use_wandb=False, retry_delay=0.5) as w:
+        victims = wait_until(unit_worker_processes, 120, 0.05, "a Ray worker running the measurement")
+        kill_processes(victims)
+        wait_until(lambda: not w.thread.is_alive(), 180, 0.2, "the watcher to finish")
+        assert w.join() == 0
+
+    row = _only_row(rows_by_step(out), 100)
+    assert row["status"] == "ok" and row["attempt"] == 2, (row["status"], row["attempt"], row["error"])
+    assert logs.has("attempt 1 of 3 failed [transient]")
+    assert _all_released(out)
+
+
+def test_stop_after_cancels_the_measurement_in_flight_and_frees_its_claim(ray_cluster, tokens, tmp_path):
+    ckpt = make_checkpoint(tmp_path / "bucket" / "run1" / "step100")
+    out = str(tmp_path / "results")
+    cfg = tiny_config(num_draws=5000)  # far longer than the watcher is allowed to run
+    with LogRecorder() as logs:
+        assert watch(str(tmp_path / "bucket"), tokens, out, cfg, interval=0.3, use_wandb=False, stop_after=4.0) == 0
+    assert logs.has("claimed and dispatched run1 step 100") and logs.has("cancelled 1 measurement(s) in flight")
+    assert rows_by_step(out) == {}  # nothing half-done is recorded
+    assert _all_released(out)
+    key = ClaimStore(out).list_claims()[0].key
+    assert ClaimStore(out).try_claim(key) is not None  # the next watcher can take it at once
+    assert key.fingerprint == inspect_checkpoint(str(ckpt)).fingerprint
+
+
+def test_diverging_chains_give_one_diverged_row_that_is_not_retried(ray_cluster, tokens, tmp_path):
+    for seed, step in enumerate((100, 200)):
+        make_checkpoint(tmp_path / "bucket" / "run1" / f"step{step}", seed=seed)
+    out = str(tmp_path / "results")
+    sane, wild = tiny_config(), tiny_config(epsilon=1e4, max_retries=3)
+
+    assert watch(str(tmp_path / "bucket"), tokens, out, sane, once=True, interval=0.3, use_wandb=False) == 0
+    with LogRecorder() as logs:
+        assert watch(str(tmp_path / "bucket"), tokens, out, wild, once=True, interval=0.3, use_wandb=False) == 0
+        assert not logs.has("retrying")
+    with LogRecorder() as logs:  # a rerun does not retry the diverged ones either
+        assert watch(str(tmp_path / "bucket"), tokens, out, wild, once=True, interval=0.3, use_wandb=False) == 0
+        assert logs.has("2 already measured") and not logs.has("dispatched")
+
+    rows = rows_by_step(out)
+    for step in (100, 200):
+        by_cfg = {r["config_hash"]: r for r in rows[step]}
+        assert len(rows[step]) == 2 and set(by_cfg) == {sane.config_hash(), wild.config_hash()}
+        assert by_cfg[sane.config_hash()]["status"] == "ok"
+        diverged = by_cfg[wild.config_hash()]
+        assert diverged["status"] == "diverged" and diverged["attempt"] == 1
+        assert "AllChainsDivergedError" in diverged["error"]
+
+
+def test_results_store_down_for_a_moment_is_retried_to_one_ok_row(ray_cluster, tokens, tmp_path):
+    for seed, step in enumerate((100, 200)):
+        make_checkpoint(tmp_path / "bucket" / "run1" / f"step{step}", seed=seed)
+    with RestartableMoto(buckets=("llc-results",)) as s3:
+        out = "s3://llc-results/faults"
+        fast_fail = {**s3.storage_options, "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}
+        cfg = tiny_config(num_draws=150, max_retries=4, storage_options=fast_fail)
+
+        with LogRecorder() as logs, WatchThread(str(tmp_path / "bucket"), tokens, out, cfg, once=True, interval=0.3,
+                                                use_wandb=False, retry_delay=1.0, max_concurrent=1) as w:
+            logs.wait_for("claimed and dispatched run1 step 100", 60)
+            s3.stop()  # the results store goes away while the first checkpoint is measured...
+            try:
+                logs.wait_for("failed [transient]", 120)
+            finally:
+                s3.start()  # ...and comes back (same port, same objects)
+            wait_until(lambda: not w.thread.is_alive(), 180, 0.2, "the watcher to finish")
+            assert w.join() == 0
+
+        rows = rows_by_step(out, s3.storage_options)
+        assert sorted(rows) == [100, 200]
+        _assert_ok_once(rows, [100, 200])
+        assert rows[100][0]["attempt"] >= 2 and rows[200][0]["attempt"] == 1
+        assert _all_released(out, s3.storage_options)
+
+
+@pytest.mark.slow
+def test_watcher_stopped_or_killed_mid_run_and_restarted_leaves_one_row_per_checkpoint(tokens, tmp_path):
+    import psutil
+
+    bucket = tmp_path / "bucket"
+    steps = (100, 200, 300, 400)
+    for seed, step in enumerate(steps):
+        make_checkpoint(bucket / "run1" / f"step{step}", seed=seed)
+    out = tmp_path / "results"
+    args = ["watch", str(bucket), "--data", tokens, "--out", str(out), "--interval", "0.5", "--max-concurrent", "1",
+            "--no-wandb", *tiny_sets(lease_seconds=3, num_draws=200)]
+
+    def measured() -> set[str]:  # fingerprints with a result (the file name ends in -<fingerprint>.parquet)
+        return {p.stem.rsplit("-", 1)[1] for p in (out / "summary").rglob("*.parquet")}
+
+    def unreleased() -> list:
+        return [c for c in ClaimStore(str(out)).list_claims() if c.released_at is None]
+
+    def mid_run() -> bool:  # one result recorded and another checkpoint claimed but not measured yet
+        return bool(measured()) and any(c.key.fingerprint not in measured() for c in unreleased())
+
+    # SIGTERM (what `ray job stop` sends): a clean stop, exit 0, in-flight work cancelled, claims released
+    proc, log_file, env = start_cli(args, tmp_path, "sigterm.log")
+    try:
+        wait_until(lambda: "claimed and dispatched" in log_file.read_text() or proc.poll() is not None, 240, 0.1,
+                   "a dispatch")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log_file.read_text()[-3000:]
+    finally:
+        stop_tree(proc)
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    assert "received SIGTERM" in log_file.read_text() and not unreleased()
+
+    proc, log_file, env = start_cli(args, tmp_path, "sigkill.log")
+    snapshot = []
+    try:
+        wait_until(lambda: mid_run() or proc.poll() is not None, 240, 0.1, "a result and a claim in flight")
+        assert proc.poll() is None, log_file.read_text()[-3000:]
+        snapshot = psutil.Process(proc.pid).children(recursive=True)
+        os.kill(proc.pid, signal.SIGKILL)  # no clean-up at all: its live claim stays behind
+        proc.wait(30)
+    finally:
+        stop_tree(proc, snapshot)
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    before = measured()
+    orphans = [c for c in unreleased() if c.key.fingerprint not in before]
+    assert orphans and len(before) < len(steps), "the watcher was not killed mid-run; nothing tested"
+
+    env2 = {**env, "RAY_TMPDIR": env["RAY_TMPDIR"] + "b"}
+    os.makedirs(env2["RAY_TMPDIR"], exist_ok=True)
+    try:
+        done = subprocess.run([cli_path(), *args, "--once"], env=env2, cwd=str(tmp_path), capture_output=True,
+                              text=True, timeout=400)
+    finally:
+        shutil.rmtree(env2["RAY_TMPDIR"], ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = rows_by_step(str(out))
+    assert sorted(rows) == list(steps)
+    _assert_ok_once(rows, steps)
+    assert _all_released(str(out))
+    # the dead watcher's claim was taken over once its lease ran out, and that counts as a second attempt
+    assert "took over the expired claim" in done.stderr
+    by_fp = {r[0]["checkpoint_fingerprint"]: r[0] for r in rows.values()}
+    assert all(by_fp[c.key.fingerprint]["attempt"] == c.attempt + 1 for c in orphans)

@@ -32,6 +32,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from llc_service.bucket.ref import CheckpointRef
 from llc_service.config import MeasureConfig
@@ -492,7 +493,11 @@ class Watcher:
                 table = trajectory_table(summary, run_id=run)
                 ids = log_trajectory(table, self.cfg.wandb_project, entity=self.cfg.wandb_entity, run_id=run,
                                      config_hash=cfg_hash, results_uri=self.results_uri)
-                log.info("wandb trajectory of %s [%s] rebuilt (%s)", run, cfg_hash, ", ".join(ids) or "failed")
+                if ids:
+                    log.info("wandb trajectory of %s [%s] rebuilt (%s)", run, cfg_hash, ", ".join(ids))
+                else:
+                    log.warning("wandb trajectory of %s [%s] not rebuilt (see the warning above); the Parquet "
+                                "results are intact", run, cfg_hash)
         except Exception as exc:  # noqa: BLE001 - the view must never cost a result
             log.warning("wandb trajectory update failed (%s: %s)", type(exc).__name__, exc)
 
@@ -573,7 +578,7 @@ def watch(source: str, data_uri: str, results_uri: str, cfg: MeasureConfig, run_
           once: bool = False, interval: float = 60.0, address: str | None = None, use_wandb: bool = True,
           max_concurrent: int | None = None, stop_after: float | None = None, *,
           pending_timeout: float | None = 3600.0, retry_delay: float = 10.0, stop: threading.Event | None = None,
-          ray_init: dict | None = None) -> int:
+          ray_init: dict | None = None, until: Callable[[], bool] | None = None) -> int:
     """Measure every complete checkpoint under ``source`` exactly once under ``cfg``; returns an exit code.
 
     ``once``: measure what is there now and return once every complete checkpoint found has a recorded outcome
@@ -584,6 +589,8 @@ def watch(source: str, data_uri: str, results_uri: str, cfg: MeasureConfig, run_
     first retry of a transient failure, doubled for each further one (``cfg.max_retries`` retries at most).
     Ray: ``address``, else ``RAY_ADDRESS``, else a private local cluster (``ray_init``: its ``ray.init``
     arguments, e.g. ``num_cpus``); if Ray is already initialised in this process, that cluster is used.
+    ``until``: polled while watching; once it returns True (e.g. the producer has exited) the watcher lists the
+    source one last time and finishes like ``once`` (the demo uses it to stop after training).
 
     Returns 0 when done or stopped, 1 if an outcome could not be recorded (results store unavailable through
     every retry), 2 for usage errors (missing source or data, bad arguments).
@@ -632,7 +639,7 @@ def watch(source: str, data_uri: str, results_uri: str, cfg: MeasureConfig, run_
         log.info("watching %s (config %s, %s) -> %s as %s; lease %gs, %s", source, watcher.config_hash,
                  "once" if once else f"every {interval:g}s", results_uri, store.owner, cfg.lease_seconds,
                  f"at most {max_concurrent} at once" if max_concurrent else "no concurrency cap")
-        return _loop(watcher, stop_event, once, interval, stop_after, cfg.lease_seconds)
+        return _loop(watcher, stop_event, once, interval, stop_after, cfg.lease_seconds, until)
     finally:
         _restore_signal_handlers(restore)
         if started_ray and ray.is_initialized():
@@ -640,7 +647,7 @@ def watch(source: str, data_uri: str, results_uri: str, cfg: MeasureConfig, run_
 
 
 def _loop(w: Watcher, stop_event: threading.Event, once: bool, interval: float, stop_after: float | None,
-          lease_seconds: float) -> int:
+          lease_seconds: float, until: Callable[[], bool] | None = None) -> int:
     t0 = time.monotonic()
     next_poll = t0
     renew_every = max(0.2, lease_seconds / 4)
@@ -656,6 +663,11 @@ def _loop(w: Watcher, stop_event: threading.Event, once: bool, interval: float, 
             if stop_after is not None and now - t0 >= stop_after:
                 reason = f"--stop-after {stop_after:g}s"
                 break
+            if until is not None and not once and until():
+                log.info("producer finished: measuring what is there, then stopping")
+                once = w.once = True
+                w.targets = None  # the next listing (now) is the final one
+                next_poll = now
             if now >= next_poll:
                 w.poll()
                 next_poll = time.monotonic() + interval

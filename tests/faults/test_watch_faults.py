@@ -87,6 +87,31 @@ def test_once_measures_each_checkpoint_once_and_a_rerun_measures_nothing(ray_clu
     assert sum(len(v) for v in rows_by_step(out).values()) == 3
 
 
+def test_two_watchers_on_one_bucket_measure_each_checkpoint_once(ray_cluster, tokens, tmp_path):
+    """Two watchers race for the same checkpoints with a 1.5 s lease and measurements that take longer: claims
+    keep each checkpoint to one watcher, and lease renewal keeps the other from taking over a running one."""
+    steps = (100, 200, 300, 400)
+    for seed, step in enumerate(steps):
+        make_checkpoint(tmp_path / "bucket" / "run1" / f"step{step}", seed=seed)
+    out = str(tmp_path / "results")
+    cfg = tiny_config(num_draws=150, lease_seconds=1.5)
+    args = (str(tmp_path / "bucket"), tokens, out, cfg)
+    with LogRecorder() as logs:
+        with WatchThread(*args, once=True, interval=0.3, use_wandb=False, max_concurrent=1) as a, \
+                WatchThread(*args, once=True, interval=0.3, use_wandb=False, max_concurrent=1) as b:
+            wait_until(lambda: not a.thread.is_alive() and not b.thread.is_alive(), 240, 0.2, "both watchers")
+            assert a.join() == 0 and b.join() == 0
+    rows = rows_by_step(out)
+    assert sorted(rows) == list(steps)
+    _assert_ok_once(rows, steps)
+    assert all(rows[s][0]["attempt"] == 1 for s in steps)
+    dispatched = [m for m in logs.messages if m.startswith("claimed and dispatched")]
+    assert len(dispatched) == len(steps), dispatched  # nothing measured twice, nothing taken over
+    assert logs.has("is being measured by")  # they did race
+    assert not logs.has("took over") and not logs.has("lost our claim")
+    assert _all_released(out)
+
+
 def _truncate(folder):
     weights = folder / "model.safetensors"
     data = weights.read_bytes()
@@ -211,13 +236,17 @@ def test_stop_after_cancels_the_measurement_in_flight_and_frees_its_claim(ray_cl
     assert key.fingerprint == inspect_checkpoint(str(ckpt)).fingerprint
 
 
-def test_diverging_chains_give_one_diverged_row_that_is_not_retried(ray_cluster, tokens, tmp_path):
+def test_diverging_chains_give_one_diverged_row_that_is_not_retried(ray_cluster, tokens, tmp_path, monkeypatch):
     for seed, step in enumerate((100, 200)):
         make_checkpoint(tmp_path / "bucket" / "run1" / f"step{step}", seed=seed)
     out = str(tmp_path / "results")
-    sane, wild = tiny_config(), tiny_config(epsilon=1e4, max_retries=3)
+    sane, wild = tiny_config(wandb_project="llc-watch-test"), tiny_config(epsilon=1e4, max_retries=3)
 
-    assert watch(str(tmp_path / "bucket"), tokens, out, sane, once=True, interval=0.3, use_wandb=False) == 0
+    # wandb broken in the watcher's process (workers keep their offline mode): it must not cost a result
+    with monkeypatch.context() as m, LogRecorder() as logs:
+        m.setenv("WANDB_MODE", "no-such-mode")
+        assert watch(str(tmp_path / "bucket"), tokens, out, sane, once=True, interval=0.3) == 0
+        assert logs.has("not rebuilt") and logs.has("run1 step 200: ok")
     with LogRecorder() as logs:
         assert watch(str(tmp_path / "bucket"), tokens, out, wild, once=True, interval=0.3, use_wandb=False) == 0
         assert not logs.has("retrying")

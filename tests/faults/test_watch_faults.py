@@ -222,6 +222,31 @@ def test_worker_killed_mid_measurement_is_retried_to_one_result(ray_cluster, tok
     assert _all_released(out)
 
 
+def test_a_recorded_transient_failure_is_retried_on_restart_within_the_bound(ray_cluster, tokens, tmp_path):
+    make_checkpoint(tmp_path / "bucket" / "run1" / "step100")
+    out, src = str(tmp_path / "results"), str(tmp_path / "bucket")
+    no_retry = tiny_config(num_draws=150, max_retries=0)
+
+    with WatchThread(src, tokens, out, no_retry, once=True, interval=0.3, use_wandb=False, retry_delay=0.5) as w:
+        kill_processes(wait_until(unit_worker_processes, 120, 0.05, "a Ray worker running the measurement"))
+        wait_until(lambda: not w.thread.is_alive(), 180, 0.2, "the watcher to finish")
+        assert w.join() == 0
+    row = _only_row(rows_by_step(out), 100)  # the lost worker left no row: the watcher recorded the failure
+    assert (row["status"], row["error_kind"], row["attempt"]) == ("failed", "transient", 1)
+    assert "WorkerCrashedError" in row["error"] and "gave up after 1 attempts" in row["error"]
+
+    with LogRecorder() as logs:  # at the bound (1 + max_retries attempts): a restart leaves it alone
+        assert watch(src, tokens, out, no_retry, once=True, interval=0.3, use_wandb=False) == 0
+        assert logs.has("1 already measured") and not logs.has("dispatched")
+    one_retry = tiny_config(num_draws=150, max_retries=1)  # max_retries is not part of the config hash
+    assert one_retry.config_hash() == no_retry.config_hash()
+    with LogRecorder() as logs:  # within the bound: retried as attempt 2, whose row replaces the failed one
+        assert watch(src, tokens, out, one_retry, once=True, interval=0.3, use_wandb=False) == 0
+        assert logs.has("1 to retry") and logs.has("claimed and dispatched run1 step 100 (attempt 2)")
+    row = _only_row(rows_by_step(out), 100)
+    assert (row["status"], row["attempt"]) == ("ok", 2)
+
+
 def test_stop_after_cancels_the_measurement_in_flight_and_frees_its_claim(ray_cluster, tokens, tmp_path):
     ckpt = make_checkpoint(tmp_path / "bucket" / "run1" / "step100")
     out = str(tmp_path / "results")

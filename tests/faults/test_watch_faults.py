@@ -267,9 +267,14 @@ def test_diverging_chains_give_one_diverged_row_that_is_not_retried(ray_cluster,
     out = str(tmp_path / "results")
     sane, wild = tiny_config(wandb_project="llc-watch-test"), tiny_config(epsilon=1e4, max_retries=3)
 
-    # wandb broken in the watcher's process (workers keep their offline mode): it must not cost a result
+    # wandb broken in the watcher's process (the workers' wandb is untouched): it must not cost a result
+    import wandb
+
+    def broken_init(*args, **kwargs):
+        raise wandb.errors.UsageError("wandb is down (on purpose)")
+
     with monkeypatch.context() as m, LogRecorder() as logs:
-        m.setenv("WANDB_MODE", "no-such-mode")
+        m.setattr(wandb, "init", broken_init)
         assert watch(str(tmp_path / "bucket"), tokens, out, sane, once=True, interval=0.3) == 0
         assert logs.has("not rebuilt") and logs.has("run1 step 200: ok")
     with LogRecorder() as logs:

@@ -663,10 +663,10 @@ def _loop(w: Watcher, stop_event: threading.Event, once: bool, interval: float, 
             if stop_after is not None and now - t0 >= stop_after:
                 reason = f"--stop-after {stop_after:g}s"
                 break
-            if until is not None and not once and until():
+            if until is not None and not once and _true(until):
                 log.info("producer finished: measuring what is there, then stopping")
                 once = w.once = True
-                w.targets = None  # the next listing (now) is the final one
+                w.targets, w.last_picture = None, None  # the next listing (now) is the final one, and logged
                 next_poll = now
             if now >= next_poll:
                 w.poll()
@@ -692,6 +692,14 @@ def _loop(w: Watcher, stop_event: threading.Event, once: bool, interval: float, 
         w.update_trajectories()
     log.info("watcher stopped (%s): %s", reason, w.summary())
     return 1 if w.unrecorded else 0
+
+
+def _true(predicate: Callable[[], bool]) -> bool:
+    try:
+        return bool(predicate())
+    except Exception as exc:  # noqa: BLE001 - a broken predicate must not stop the watcher
+        log.warning("until() raised %s: %s; ignoring it", type(exc).__name__, exc)
+        return False
 
 
 def _install_signal_handlers(event: threading.Event) -> list:

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 
 import pytest
 
@@ -245,6 +246,25 @@ def test_a_recorded_transient_failure_is_retried_on_restart_within_the_bound(ray
         assert logs.has("1 to retry") and logs.has("claimed and dispatched run1 step 100 (attempt 2)")
     row = _only_row(rows_by_step(out), 100)
     assert (row["status"], row["attempt"]) == ("ok", 2)
+
+
+def test_until_finishes_like_once_after_the_producer_is_done(ray_cluster, tokens, tmp_path):
+    run = tmp_path / "bucket" / "run1"
+    make_checkpoint(run / "step100")
+    out = str(tmp_path / "results")
+    producer_done = threading.Event()
+    with LogRecorder() as logs, WatchThread(str(tmp_path / "bucket"), tokens, out, tiny_config(), interval=30.0,
+                                            use_wandb=False, until=producer_done.is_set) as w:
+        logs.wait_for("run1 step 100: ok", 120)
+        make_checkpoint(run / "step200", seed=1)  # the producer's last checkpoint, then it exits
+        producer_done.set()
+        # no poll is due for 30 s: the final listing happens at once, and the watcher ends by itself
+        wait_until(lambda: not w.thread.is_alive(), 120, 0.2, "the watcher to finish")
+        assert w.code == 0 and w.error is None
+    rows = rows_by_step(out)
+    assert sorted(rows) == [100, 200]
+    _assert_ok_once(rows, [100, 200])
+    assert logs.has("producer finished") and logs.has("watcher stopped (done)")
 
 
 def test_stop_after_cancels_the_measurement_in_flight_and_frees_its_claim(ray_cluster, tokens, tmp_path):

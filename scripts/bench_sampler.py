@@ -4,7 +4,7 @@
 For each model (an MLP of ~1.4k parameters, a ~0.2M and a ~5M GPT-NeoX, all built and briefly trained here, nothing
 downloaded) it measures:
 
-- ours: time per SGLD step of ``Workspace.run_chain`` (the loop ``estimate_llc`` runs), K steps per timed block;
+- ours: time per SGLD step of ``Workspace.run_chain`` (the loop ``estimate_llc`` runs, ``chain_batching="off"``);
 - vmap (MLP only): time per chain-step of ``chain_batching="vmap"`` (``BatchedChains``) with --vmap-chains chains;
 - bare: ``zero_grad`` + forward + backward + ``torch.optim.SGD(foreach=True)`` step of the same model on the same
   batches (drawn by the same ``BatchStream``): what one plain training step costs;
@@ -14,13 +14,16 @@ downloaded) it measures:
 - devinterp: time per step of devinterp 2.x's SGLD loop (``devinterp.slt.sampler.sample_single_chain`` with
   ``SGMCMC.sgld``, its DataLoader and its per-token loss) on the same model, data, ε, nβ, γ and batch size, without
   the zarr writes that ``devinterp.slt.sampling.sample`` adds (those are in the whole-LLC time);
+- ms/chain: what starting and ending a chain costs beyond its steps (ours and devinterp);
 - peak memory of ours, bare and devinterp, each in a fresh subprocess (CPU: peak RSS above the RSS once model and
   data are loaded and the code path was primed on a 1-parameter model; CUDA: ``torch.cuda.max_memory_allocated``);
 - a whole LLC estimate (init loss included) by ours (sequential chains), ours with ``chain_batching="vmap"`` (MLP)
-  and ``devinterp.slt.llc.llc``, with λ̂ side by side.
+  and ``devinterp.slt.llc.llc``, with λ̂, L(w*) and the mean draw loss side by side.
 
-Step kinds are timed round robin over --repeats (one block of each kind, then the next repeat), whole LLCs likewise,
-so load from elsewhere on the machine hits every kind alike; medians are reported.
+A step's time is taken inside a running chain, between a mark after its first and after its last step (ours: after
+the sampler update; devinterp: its ``step_callback``; CUDA: timing events, no extra sync), so chain start-up is not
+in it. Kinds are timed round robin (one chain of each kind per round), whole LLCs likewise, so load from elsewhere on
+the machine hits every kind alike; step times are medians over rounds, ratios medians of the per-round ratios.
 
     .venv/bin/python scripts/bench_sampler.py --markdown          # CPU, the numbers in docs/benchmarks.md
     .venv/bin/python scripts/bench_sampler.py --device cuda --markdown
@@ -48,18 +51,22 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 MODELS = ("mlp", "neox-small", "neox-mid")
-# per model: steps per timed chain, SGLD settings, batch size, whole-LLC draws per chain and repeats (sized so that
-# the defaults finish in about five minutes on 2 CPU cores)
+# per model: steps per timed chain and timed rounds, SGLD settings, batch size, whole-LLC draws per chain and repeats
+# (sized so that the defaults finish in about six minutes on 2 CPU cores)
 DEFAULTS = {
-    "mlp": dict(steps=400, epsilon=1e-4, nbeta=20.0, gamma=100.0, batch_size=32, llc_draws=300, llc_repeats=3),
-    "neox-small": dict(steps=30, epsilon=1e-4, nbeta=20.0, gamma=100.0, batch_size=8, llc_draws=50, llc_repeats=3),
-    "neox-mid": dict(steps=5, epsilon=1e-5, nbeta=20.0, gamma=100.0, batch_size=8, llc_draws=10, llc_repeats=2),
+    "mlp": dict(steps=400, repeats=9, epsilon=1e-4, nbeta=20.0, gamma=100.0, batch_size=32,
+                llc_draws=300, llc_repeats=3),
+    "neox-small": dict(steps=30, repeats=5, epsilon=1e-4, nbeta=20.0, gamma=100.0, batch_size=8,
+                       llc_draws=50, llc_repeats=3),
+    "neox-mid": dict(steps=5, repeats=5, epsilon=1e-5, nbeta=20.0, gamma=100.0, batch_size=8,
+                     llc_draws=10, llc_repeats=2),
 }
 # L(w*): devinterp 2.x averages num_init_loss_batches batches *per chain* (its default 32); we average
 # init_loss_batches batches once. Both get the same number of init-loss forwards: this many per chain.
 INIT_LOSS_BATCHES_PER_CHAIN = 8
 STEP_KINDS = ("ours", "ours-vmap", "bare", "floor", "devinterp")
-PER_CHAIN_KINDS = ("ours", "devinterp")  # timed also as 1-step chains: marginal step cost + fixed cost per chain
+PER_CHAIN_KINDS = ("ours", "devinterp")  # chains with a fixed cost of their own (reported as ms/chain)
+RATIOS = (("ours", "bare"), ("ours", "floor"), ("ours-vmap", "floor"), ("ours-vmap", "ours"), ("devinterp", "ours"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -168,8 +175,51 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+class StepClock:
+    """Marks taken once per step inside a running chain (CPU: ``perf_counter``; CUDA: timing events, recorded
+    asynchronously, so no extra sync). ``(last − first) / (marks − 1)`` is the marginal cost of a step, free of the
+    fixed cost of starting and ending a chain and of the clock's own resolution."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+        self.marks: list = []
+
+    def reset(self) -> None:
+        self.marks = []
+
+    def mark(self, *_, **__) -> None:
+        if self.cuda:
+            import torch
+
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def step_seconds(self) -> float:
+        """Seconds per step (call after the device was synchronized)."""
+        if len(self.marks) < 2:
+            raise RuntimeError("a timed chain needs at least 2 steps")
+        if self.cuda:
+            return self.marks[0].elapsed_time(self.marks[-1]) / 1e3 / (len(self.marks) - 1)
+        return (self.marks[-1] - self.marks[0]) / (len(self.marks) - 1)
+
+
+def _marking(fn, clock: StepClock):
+    """``fn`` with a clock mark after each call (the step's last call: the update, or the batched gradient)."""
+
+    def wrapped(*a, **kw):
+        out = fn(*a, **kw)
+        clock.mark()
+        return out
+
+    return wrapped
+
+
 def make_runner(kind: str, model, data, name: str, hp: dict, steps: int, device, chains: int = 1):
-    """Return ``run()`` doing ``steps`` steps of ``kind`` (per chain; ``chains`` > 1 only for ours-vmap)."""
+    """Return ``(run, clock)``: ``run()`` does one chain of ``steps`` steps of ``kind`` (``chains`` of them side by side
+    for ours-vmap) and waits for the device; ``clock`` marked each step of the last run."""
     import torch
 
     from llc_service import SamplerConfig
@@ -178,18 +228,21 @@ def make_runner(kind: str, model, data, name: str, hp: dict, steps: int, device,
     loss_fn = loss_fn_for(name)
     common = dict(epsilon=hp["epsilon"], nbeta=hp["nbeta"], gamma=hp["gamma"], batch_size=hp["batch_size"],
                   device=str(device), progress=False, seed=0)
-    counter = itertools.count(1)  # every block is a fresh chain (fresh data order and noise), as in an estimate
+    counter = itertools.count(1)  # every run is a fresh chain (fresh data order and noise), as in an estimate
+    clock = StepClock(device)
     if kind == "ours":
         from llc_service.estimate.chains import Workspace
 
         ws = Workspace(model, data, SamplerConfig(num_chains=1, num_draws=steps, chain_batching="off", **common),
                        loss_fn)
+        ws.update = _marking(ws.update, clock)  # run_chain calls it once per step, after forward and backward
 
         def run():
+            clock.reset()
             ws.run_chain(next(counter))
             sync(device)
 
-        return run
+        return run, clock
     if kind == "ours-vmap":
         from llc_service.estimate.batched import BatchedChains
         from llc_service.estimate.chains import Workspace
@@ -197,13 +250,15 @@ def make_runner(kind: str, model, data, name: str, hp: dict, steps: int, device,
         ws = Workspace(model, data, SamplerConfig(num_chains=chains, num_draws=steps, chain_batching="vmap", **common),
                        loss_fn)
         runner = BatchedChains(ws)
+        runner.gradients = _marking(runner.gradients, clock)  # once per step, for all chains
 
         def run():
+            clock.reset()
             first = next(counter) * chains
             runner.run(list(range(first, first + chains)))
             sync(device)
 
-        return run
+        return run, clock
     if kind in ("bare", "floor"):
         m = copy.deepcopy(model).to(device=device, dtype=torch.float32)
         m.eval()
@@ -213,13 +268,15 @@ def make_runner(kind: str, model, data, name: str, hp: dict, steps: int, device,
             opt = torch.optim.SGD(m.parameters(), lr=1e-6, foreach=True)
 
             def run():
+                clock.reset()
                 for _ in range(steps):
                     opt.zero_grad()
                     loss_fn(m, next(stream)).backward()
                     opt.step()
+                    clock.mark()
                 sync(device)
 
-            return run
+            return run, clock
         # floor: forward, backward into gradients allocated once (never zeroed: autograd accumulates in place, which
         # costs what writing them does), and P standard normal numbers; no update at all, so nothing that does SGLD
         # (which needs the gradient, P fresh normals and an update of every weight) can be faster
@@ -229,12 +286,14 @@ def make_runner(kind: str, model, data, name: str, hp: dict, steps: int, device,
         loss_fn(m, next(stream)).backward()
 
         def run():
+            clock.reset()
             for _ in range(steps):
                 loss_fn(m, next(stream)).backward()
                 torch.randn(numel, generator=gen, device=device, out=buf)
+                clock.mark()
             sync(device)
 
-        return run
+        return run, clock
     if kind == "devinterp":
         from devinterp.optim import SGMCMC
         from devinterp.slt.lm_loss import make_evaluate_fn
@@ -249,14 +308,16 @@ def make_runner(kind: str, model, data, name: str, hp: dict, steps: int, device,
                       weight_decay=0.0, bounding_box_size=None, save_metrics=False)
 
         def run():
+            clock.reset()
             i = next(counter)
+            # step_callback is devinterp's own hook, called once per step right after optimizer.step()
             sample_single_chain(ref_model=m, dataset=rows, evaluate=evaluate, param_masks=masks, num_draws=steps,
                                 sampling_method=SGMCMC.sgld, sampling_method_kwargs=kwargs, chain=i, seed=i,
-                                dataloader_seed=i, device=str(device), callbacks=None,
+                                dataloader_seed=i, device=str(device), callbacks=None, step_callback=clock.mark,
                                 batch_size=hp["batch_size"])
             sync(device)
 
-        return run
+        return run, clock
     raise ValueError(kind)
 
 
@@ -326,7 +387,7 @@ def _prime(kind: str, device) -> None:
     tiny = torch.nn.Sequential(torch.nn.Linear(1, 1))
     data = TensorDataset(torch.zeros(8, 1), torch.zeros(8, 1))
     hp = dict(epsilon=1e-4, nbeta=1.5, gamma=1.0, batch_size=4)
-    make_runner(kind, tiny, data, "mlp", hp, 2, device, 2)()
+    make_runner(kind, tiny, data, "mlp", hp, 2, device, 2)[0]()
 
 
 def worker(spec: dict) -> dict:
@@ -348,36 +409,32 @@ def worker(spec: dict) -> dict:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset the peak-RSS high-water mark (VmHWM) to the current RSS
             base = _status("VmRSS")
-        make_runner(kind, model, data, name, hp, steps, device, spec.get("chains", 1))()
+        make_runner(kind, model, data, name, hp, steps, device, spec.get("chains", 1))[0]()
         if device.type == "cuda":
             return {"peak_mb": torch.cuda.max_memory_allocated(device) / 2**20, "base_mb": base}
         return {"peak_mb": _status("VmHWM"), "base_mb": base}
 
     out: dict = {"params": sum(p.numel() for p in model.parameters()), "steps": spec["steps"]}
-    steps, chains = spec["steps"], spec.get("chains", 1)
-    # every timed block is one chain of `steps` steps; for the samplers also a 1-step chain, so that the fixed cost
-    # of starting a chain (devinterp: a model copy and two gc.collect() per chain) is reported apart from the
-    # marginal cost of a step
-    blocks = {k: (steps, make_runner(k, model, data, name, hp, steps, device, chains)) for k in spec["kinds"]}
-    if steps > 1:
-        for k in [k for k in spec["kinds"] if k in PER_CHAIN_KINDS]:
-            blocks[k + "@1"] = (1, make_runner(k, model, data, name, hp, 1, device, chains))
-    for _, run in blocks.values():  # warm-up: one untimed block of each
+    steps, chains, kinds = spec["steps"], spec.get("chains", 1), spec["kinds"]
+    runners = {k: make_runner(k, model, data, name, hp, steps, device, chains) for k in kinds}
+    for run, _ in runners.values():  # warm-up: one untimed chain of each
         run()
-    times: dict[str, list[float]] = {k: [] for k in blocks}
+    chain_s: dict[str, list[float]] = {k: [] for k in kinds}
+    step_s: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(spec["repeats"]):  # round robin: load from elsewhere hits every kind alike
-        for k, (_, run) in blocks.items():
+        for k, (run, clock) in runners.items():
             t0 = time.perf_counter()
             run()
-            times[k].append(time.perf_counter() - t0)
-    for k in spec["kinds"]:
-        ts, per = times[k], steps * (chains if k == "ours-vmap" else 1)
-        res = {"block_s": ts, "median_step_s": statistics.median(ts) / per}
-        if k + "@1" in times:
-            t_k, t_1 = statistics.median(ts), statistics.median(times[k + "@1"])
-            step = max(t_k - t_1, 0.0) / (steps - 1)
-            res.update(median_step_s=step, per_chain_s=max(t_1 - step, 0.0), one_step_block_s=times[k + "@1"])
+            chain_s[k].append(time.perf_counter() - t0)
+            step_s[k].append(clock.step_seconds() / (chains if k == "ours-vmap" else 1))
+    for k in kinds:
+        res = {"step_s": step_s[k], "chain_s": chain_s[k], "median_step_s": statistics.median(step_s[k])}
+        if k in PER_CHAIN_KINDS:  # what a chain costs beyond its steps (setup, teardown)
+            res["per_chain_s"] = statistics.median(c - steps * t for c, t in zip(chain_s[k], step_s[k]))
         out[k] = res
+    # ratios of kinds timed in the same round (paired), then the median over rounds: a slow round cancels out
+    out["ratios"] = {f"{a}/{b}": statistics.median(x / y for x, y in zip(step_s[a], step_s[b]))
+                     for a, b in RATIOS if a in step_s and b in step_s}
     out["llc"] = []
     for llc_chains, draws, kinds, repeats in spec.get("llc_sets", []):
         runs: dict[str, list[dict]] = {k: [] for k in kinds}
@@ -417,6 +474,12 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}×" if a is not None and b else "–"
 
 
+def pr(row: dict, key: str) -> str:
+    """A paired ratio of step times (median over rounds of the per-round ratio)."""
+    value = row.get("ratios", {}).get(key)
+    return f"{value:.2f}×" if value is not None else "–"
+
+
 def pooled(runs: list[dict], nbeta: float) -> tuple[float, float]:
     """λ̂ over the repeats: (mean of the repeats' estimates, its standard error).
 
@@ -444,7 +507,7 @@ def render(rows: list[dict], with_devinterp: bool, markdown: bool) -> str:
     has_vmap = any("ours-vmap" in r for r in rows)
     step_head = ["model", "params", "bare ms/step", "floor ms/step", "ours ms/step", "ours/bare", "ours/floor"]
     if has_vmap:
-        step_head += ["vmap ms/chain-step", "vmap/floor"]
+        step_head += ["vmap ms/chain-step", "vmap/ours", "vmap/floor"]
     if with_devinterp:
         step_head += ["devinterp ms/step", "devinterp/ours"]
     step_head += ["ours ms/chain"] + (["devinterp ms/chain"] if with_devinterp else [])
@@ -452,20 +515,19 @@ def render(rows: list[dict], with_devinterp: bool, markdown: bool) -> str:
     for r in rows:
         t = {k: r[k]["median_step_s"] for k in STEP_KINDS if k in r}
         line = [r["model"], f"{r['params']:,}", fmt_ms(t["bare"]), fmt_ms(t["floor"]), fmt_ms(t["ours"]),
-                ratio(t["ours"], t["bare"]), ratio(t["ours"], t["floor"])]
+                pr(r, "ours/bare"), pr(r, "ours/floor")]
         if has_vmap:
-            line += [fmt_ms(t.get("ours-vmap")), ratio(t.get("ours-vmap"), t["floor"])]
+            line += [fmt_ms(t.get("ours-vmap")), pr(r, "ours-vmap/ours"), pr(r, "ours-vmap/floor")]
         if with_devinterp:
-            line += [fmt_ms(t.get("devinterp")), ratio(t.get("devinterp"), t["ours"])]
+            line += [fmt_ms(t.get("devinterp")), pr(r, "devinterp/ours")]
         for k in ["ours"] + (["devinterp"] if with_devinterp else []):
             line.append(fmt_ms(r[k].get("per_chain_s")) if k in r else "–")
         steps.append(line)
-    parts = [f"Time per SGLD step, median of {rows[0].get('repeats', '?')} interleaved repeats of a chain of "
-             + ", ".join(f"{r['steps']} ({r['model']})" for r in rows)
-             + f" steps. {'ours and devinterp' if with_devinterp else 'ours'}: "
-             "marginal cost of a step, (t(K-step chain) − t(1-step chain))/(K−1); ms/chain: the fixed cost of starting "
-             "a chain; "
-             "bare, floor: time of K steps / K; vmap: time of K steps of all its chains / (K·chains).",
+    parts = ["Time per step (ms), median over interleaved rounds, each one chain of each kind ("
+             + ", ".join(f"{r['model']}: {r.get('repeats', '?')} rounds of {r['steps']} steps" for r in rows)
+             + "), timed between the chain's first and last step (no chain start-up in it); "
+             "vmap: per chain-step, its chains run side by side; ratios: median over rounds of the ratio within a "
+             "round; ms/chain: what starting and ending a chain costs on top of its steps.",
              table(step_head, steps)]
 
     if any("mem" in r for r in rows):
@@ -541,9 +603,10 @@ def main(argv=None) -> int:
         epilog="Defaults take a few minutes on a 2-core CPU. Ratios are more portable than absolute times.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
-    p.add_argument("--steps", type=int, default=None, help="SGLD steps per timed block (default per model: "
+    p.add_argument("--steps", type=int, default=None, help="SGLD steps per timed chain, >= 2 (default per model: "
                    + ", ".join(f"{k} {v['steps']}" for k, v in DEFAULTS.items()) + ")")
-    p.add_argument("--repeats", type=int, default=5, help="timed blocks per kind, interleaved (default 5)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds (one chain of each kind per round; "
+                   "default per model: " + ", ".join(f"{k} {v['repeats']}" for k, v in DEFAULTS.items()) + ")")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--threads", type=int, default=1,
                    help="torch.set_num_threads in every worker (default 1: what a Ray CPU task gets, and stable on a "
@@ -574,8 +637,8 @@ def main(argv=None) -> int:
             p.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
     for opt in ("steps", "repeats", "llc_chains", "llc_draws", "llc_repeats", "threads"):
         value = getattr(args, opt)
-        if value is not None and value < 1:
-            p.error(f"--{opt.replace('_', '-')} must be >= 1")
+        if value is not None and value < (2 if opt == "steps" else 1):
+            p.error(f"--{opt.replace('_', '-')} must be >= {2 if opt == 'steps' else 1}")
     if args.vmap_chains == 1 or args.vmap_chains < 0:
         p.error("--vmap-chains must be 0 (off) or >= 2")
 
@@ -609,7 +672,7 @@ def main(argv=None) -> int:
             asset = Path(tmp) / f"{name}.pt"
             print(f"[{name}] building model and data", file=sys.stderr, flush=True)
             build_asset(name, asset)
-            steps = args.steps or hp["steps"]
+            steps, repeats = args.steps or hp["steps"], args.repeats or hp["repeats"]
             vmap = args.vmap_chains if name == "mlp" else 0
             kinds = ["ours"] + (["ours-vmap"] if vmap else []) + ["bare", "floor"] + (
                 ["devinterp"] if with_devinterp else [])
@@ -620,12 +683,12 @@ def main(argv=None) -> int:
             if vmap and not args.no_llc:  # the batched path at the chain count it is meant for, against the others
                 llc_sets.append((vmap, draws, ["ours", "ours-vmap"] + llc_kinds[1:], llc_repeats))
             spec = dict(mode="time", asset=str(asset), model=name, hp=hp, device=args.device, threads=args.threads,
-                        steps=steps, repeats=args.repeats, kinds=kinds, chains=max(vmap, 1), llc_sets=llc_sets)
-            print(f"[{name}] timing {kinds} ({steps} steps × {args.repeats} repeats)"
+                        steps=steps, repeats=repeats, kinds=kinds, chains=max(vmap, 1), llc_sets=llc_sets)
+            print(f"[{name}] timing {kinds} ({steps} steps × {repeats} rounds)"
                   + "".join(f", whole LLC {c}×{d} {k} ×{r}" for c, d, k, r in llc_sets), file=sys.stderr, flush=True)
             t0 = time.perf_counter()
             row = call_worker(spec)
-            row.update(model=name, hp=hp, repeats=args.repeats)
+            row.update(model=name, hp=hp, repeats=repeats)
             if not args.no_memory:
                 row["mem"] = {}
                 for kind in ("ours", "bare") + (("devinterp",) if with_devinterp else ()):

@@ -69,29 +69,16 @@ def measure_unit(checkpoint, data_uri: str, results_uri: str, cfg: MeasureConfig
     ``measure_checkpoint`` writes a row for every failure it meets, but if writing the row itself fails (results
     store down) the exception escapes; the watcher then records it, or retries when it is transient.
     """
-    from llc_service.worker.measure import classify, measure_checkpoint
+    from llc_service.scheduler.ray_runner import exception_kind
+    from llc_service.worker.measure import measure_checkpoint
 
     try:
         row = measure_checkpoint(checkpoint, data_uri, results_uri, cfg, run_id=run_id, attempt=attempt,
                                  use_wandb=use_wandb)
     except Exception as exc:  # noqa: BLE001 - the watcher decides what an escaped error means
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "error_kind": _kind(exc, classify),
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "error_kind": exception_kind(exc),
                 "attempt": attempt, "recorded": False}
     return {**dict(row), "recorded": True}
-
-
-def _kind(exc: BaseException, classify) -> str:
-    """classify(), except that a network/storage error anywhere in the cause chain is transient."""
-    seen = exc
-    for _ in range(5):
-        if seen is None:
-            break
-        name = type(seen).__name__
-        if isinstance(seen, (ConnectionError, TimeoutError)) or any(
-                word in name for word in ("Connect", "Timeout", "Throttl", "SlowDown", "Endpoint")):
-            return TRANSIENT
-        seen = seen.__cause__ or seen.__context__
-    return classify(exc)
 
 
 # -----------------------------------------------------------------------------------------------------------------

@@ -71,3 +71,27 @@ def test_cancel_stops_a_running_unit_and_it_never_comes_back(ray_two_nodes, tmp_
     assert d.cancel("e") and not d.cancel("e")
     assert len(d) == 0 and d.poll(timeout=1.0) == []
     assert not (tmp_path / "e.json").exists()
+
+
+def storage_down_unit(checkpoint, data_uri, results_uri, cfg, run_id=None, attempt=1):
+    """A unit whose result cannot even be written: the store refuses connections (like botocore's
+    EndpointConnectionError, which is not a builtin ConnectionError)."""
+    fake_units._attempt(results_uri, checkpoint)
+
+    class EndpointConnectionError(Exception):
+        pass
+
+    raise EndpointConnectionError('Could not connect to the endpoint URL: "http://127.0.0.1:9/bucket/key"')
+
+
+def test_a_storage_error_escaping_the_unit_is_transient_and_retried_by_run_measurements(ray_two_nodes, tmp_path):
+    from llc_service.scheduler.ray_runner import exception_kind, run_measurements
+
+    assert exception_kind(ConnectionRefusedError()) == "transient"
+    assert exception_kind(ValueError("bad config")) == "permanent"
+    cfg = _cfg()
+    cfg.max_retries = 1
+    [(_, row)] = list(run_measurements([_unit(tmp_path, "f")], cfg, storage_down_unit))
+    assert row["status"] == "failed" and row["error_kind"] == "transient"
+    assert "EndpointConnectionError" in row["error"] and "gave up after retries" in row["error"]
+    assert _attempts(tmp_path, "f") == 2  # retried by Ray, unlike an application error

@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("watch", help="measure every complete new checkpoint under a source, exactly once",
                        description="Poll SOURCE for complete checkpoints not yet measured under this config, claim "
                                    "each in RESULTS (lease) and measure it on Ray (local cluster unless "
-                                   "RAY_ADDRESS or --address is set).",
+                                   "RAY_ADDRESS or --address is set). Exit codes: 0 done or stopped (SIGINT/"
+                                   "SIGTERM), 2 usage error, 1 an outcome could not be recorded (results store "
+                                   "down through every retry).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     w.add_argument("source", metavar="SOURCE", help="folder/prefix holding checkpoint folders (path or URI)")
     w.add_argument("--data", required=True, metavar="DATA")
@@ -69,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-concurrent", type=int, default=None, help="at most this many measurements at once")
     w.add_argument("--stop-after", type=float, default=None,
                    help="exit after this many seconds (for demos and tests)")
+    w.add_argument("--pending-timeout", type=float, default=3600.0,
+                   help="seconds a checkpoint may stay pending with unchanged files before it gets a failed row "
+                        "naming what is missing (it is still measured if it completes later; 0: wait forever)")
     _add_config_args(w)
 
     s = sub.add_parser("submit", help="submit a job spec from jobs/ to a Ray cluster and follow it",
@@ -142,7 +147,8 @@ def cmd_watch(args) -> int:
 
     return watch(args.source, args.data, args.out, cfg, run_id=args.run_id, once=args.once,
                  interval=args.interval, address=args.address, use_wandb=not args.no_wandb,
-                 max_concurrent=args.max_concurrent, stop_after=args.stop_after)
+                 max_concurrent=args.max_concurrent, stop_after=args.stop_after,
+                 pending_timeout=args.pending_timeout or None)
 
 
 def cmd_submit(args) -> int:

@@ -168,11 +168,9 @@ def cmd_report(args) -> int:
 
     opts = json.loads(args.storage_options) if args.storage_options else None
     text = run_report(args.results, run_id=args.run_id, plot=args.plot, storage_options=opts,
-                      wandb_project=args.wandb_project)
+                      wandb_project=args.wandb_project, echo=False)
     if text:
         print(text)
-    if args.plot:
-        print(f"plot: {args.plot}")
     return 0
 
 

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from llc_service.report import run_report
 
     plot = out / "llc-trajectory.png"
-    print(run_report(str(results), plot=str(plot)))
+    print(run_report(str(results), plot=str(plot), echo=False))
     runs = sorted(p for p in wandb_dir.rglob("offline-run-*") if p.is_dir())
     print(f"\n[demo] done in {time.perf_counter() - t0:.0f}s")
     print(f"  results (Parquet): {results}   e.g. python -c \"import llc_service as l; "

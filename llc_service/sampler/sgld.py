@@ -35,7 +35,7 @@ class SGLDState:
     v: torch.Tensor | None = None
     """RMSProp second-moment estimate (preconditioned samplers only)."""
     scratch: torch.Tensor | None = None
-    noise: torch.Tensor | None = None
+    """Holds the drift, then (once the drift is applied) the noise: one work buffer, not two."""
 
 
 def build(epsilon: float, nbeta: float, gamma: float, weight_decay: float = 0.0, bounding_box: float | None = None,
@@ -49,7 +49,7 @@ def build(epsilon: float, nbeta: float, gamma: float, weight_decay: float = 0.0,
     noise_std = math.sqrt(epsilon) * noise_scale
 
     def init(w: torch.Tensor, anchor: torch.Tensor) -> SGLDState:
-        return SGLDState(w=w, anchor=anchor, step=0, scratch=torch.empty_like(w), noise=torch.empty_like(w))
+        return SGLDState(w=w, anchor=anchor, step=0, scratch=torch.empty_like(w))
 
     def update(state: SGLDState, grad: torch.Tensor, generator: torch.Generator) -> SGLDState:
         w, drift = state.w, state.scratch
@@ -63,7 +63,7 @@ def build(epsilon: float, nbeta: float, gamma: float, weight_decay: float = 0.0,
             drift.mul_(g_pre)
         w.add_(drift, alpha=-half_eps)
         if noise_std:
-            noise = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype, out=state.noise)
+            noise = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype, out=drift)
             if g_pre is not None:
                 noise.mul_(g_pre.sqrt())
             w.add_(noise, alpha=noise_std)

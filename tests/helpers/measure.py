@@ -18,10 +18,10 @@ def small_config(**overrides):
 
 
 def set_args(**overrides) -> list[str]:
-    """``--set k=v`` arguments for the CLI equivalent of :func:`small_config`."""
+    """``--set k=v`` arguments for the CLI equivalent of :func:`small_config` (``None`` as ``null``)."""
     out = []
     for k, v in {**SMALL, **overrides}.items():
-        out += ["--set", f"{k}={v}"]
+        out += ["--set", f"{k}={'null' if v is None else v}"]
     return out
 
 

@@ -17,7 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from tests.helpers.checkpoints import DUMMY_CREDENTIALS, free_port, tiny_tokenizer
+from tests.helpers.checkpoints import DUMMY_CREDENTIALS, free_port
+from tests.helpers.measure import set_args, small_config, write_token_parquet
 
 # ~1-2 s per measurement on one warm CPU worker; λ̂ is a real (if noisy) number
 TINY = dict(num_chains=2, num_draws=20, num_burnin=0, batch_size=8, seq_len=32, init_loss_batches=4,
@@ -29,24 +30,15 @@ RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": 
 
 
 def tiny_config(**overrides):
-    from llc_service.config import MeasureConfig, build_config
-
-    return build_config(MeasureConfig, {**TINY, **overrides})
+    return small_config(**{**TINY, **overrides})
 
 
 def tiny_sets(**overrides) -> list[str]:
-    """``--set k=v`` arguments equivalent to :func:`tiny_config` (``None`` as ``null``)."""
-    out = []
-    for k, v in {**TINY, **overrides}.items():
-        out += ["--set", f"{k}={'null' if v is None else v}"]
-    return out
+    """``--set k=v`` arguments equivalent to :func:`tiny_config`."""
+    return set_args(**{**TINY, **overrides})
 
 
-def write_tokens(path, rows: int = 64, seq_len: int = 32) -> str:
-    """Real stdlib-source tokens (tiny BPE) as a Parquet ``input_ids`` column: DATA for measurements."""
-    from llc_service.demo.train import write_data
-
-    return str(write_data(Path(path), tiny_tokenizer(), seq_len=seq_len, max_blocks=rows))
+write_tokens = write_token_parquet
 
 
 @contextlib.contextmanager

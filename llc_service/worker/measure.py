@@ -113,7 +113,7 @@ def _run_share(req: MeasureRequest, rank: int, world: int, device: str | None, i
     from llc_service.bucket import inspect_checkpoint
     from llc_service.bucket import CheckpointRef
     from llc_service.checkpoint import load_checkpoint
-    from llc_service.data import check_batch, load_token_data
+    from llc_service.data import load_token_data
     from llc_service.estimate import run_chains
 
     cfg = req.cfg()
@@ -138,7 +138,6 @@ def _run_share(req: MeasureRequest, rank: int, world: int, device: str | None, i
                                text_column=cfg.text_column, max_rows=cfg.max_rows,
                                storage_options=cfg.storage_options, cache_dir=cfg.cache_dir,
                                min_rows=cfg.batch_size)
-        check_batch(data, cfg.batch_size, req.data_uri)
         info.update(data_fingerprint=data.fingerprint, num_rows=data.num_rows)
         chains = chains_for_rank(cfg.num_chains, rank, world)
         run = run_chains(loaded.model, data.dataset, cfg, chains=chains,

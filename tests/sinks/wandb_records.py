@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 
 BLOCK = 32 * 1024
 HEADER = 7
@@ -42,10 +43,21 @@ def _items(items) -> dict:
     return {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in items}
 
 
+def wait_for_exit(path, timeout: float = 60.0) -> list:
+    """The records of ``path`` once its ``exit`` record is there. ``run.finish()`` returns before wandb's service
+    process has flushed an offline run to disk (seen here: a 7-byte file, header only, right after ``finish``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = list(records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in got) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
 def read_run(path) -> dict:
     """{"run": RunRecord, "config": {...}, "history": [rows], "summary": {...}, "exit_code": int}."""
     out = {"run": None, "config": {}, "history": [], "summary": {}, "exit_code": None}
-    for r in records(path):
+    for r in wait_for_exit(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
             out["run"] = r.run

@@ -60,9 +60,9 @@ def test_local_checkpoint_to_parquet_and_wandb(tmp_path, token_parquet, monkeypa
 
     files = _wandb_files(tmp_path / "wb")
     assert len(files) == 1, files  # one offline run for this measurement
-    from tests.sinks.wandb_records import records
+    from tests.sinks.wandb_records import wait_for_exit
 
-    kinds = {r.WhichOneof("record_type") for r in records(files[0])}
+    kinds = {r.WhichOneof("record_type") for r in wait_for_exit(files[0])}
     assert {"run", "history", "summary"} <= kinds
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from llc_service.errors import PermanentError
 
-class CheckpointError(Exception):
+
+class CheckpointError(PermanentError):
     """Permanent refusal of a checkpoint: retrying will not help until the files change.
 
     The message names the checkpoint and the reason, so a recorded failure row explains itself.

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from llc_service.errors import PermanentError
 
-class AllChainsDivergedError(RuntimeError):
+
+class AllChainsDivergedError(PermanentError, RuntimeError):
     """Every chain's loss became NaN/inf: there is no estimate (ε is probably too large)."""
 
 

@@ -1,10 +1,10 @@
 """Ray layer: one task per checkpoint (``ray_runner``: ``run_measurements`` blocking, ``Dispatcher`` non-blocking),
-job submission (``submit``), the retryable error.
+job submission (``submit``). The retryable error is :class:`llc_service.errors.TransientError`.
 
 Nothing heavy is imported here; ``ray`` is imported inside the functions that need it.
 """
 
-from llc_service.scheduler.errors import TransientError
+from llc_service.errors import TransientError
 
 __all__ = ["Dispatcher", "TransientError", "connect", "run_measurements", "submit_job"]
 

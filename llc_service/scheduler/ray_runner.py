@@ -3,9 +3,9 @@
 Why tasks and not actors: a measurement is a pure function of (checkpoint, data, config) that writes its results
 under a deterministic name. Ray re-runs a task whose worker or node died (``max_retries``); the re-run overwrites
 the same files, so a unit leaves exactly one result however many times it ran. Exceptions from the measurement
-itself are *not* retried (bad checkpoint, bad config): only :class:`~llc_service.scheduler.errors.TransientError`
-is, and a failed row marked ``error_kind="transient"``, or a network/storage exception escaping the unit
-(:func:`exception_kind`), is turned into one (see :func:`_run_unit`).
+itself are *not* retried (bad checkpoint, bad config): only :class:`~llc_service.errors.TransientError` is, and a
+failed row marked ``error_kind="transient"``, or a transient exception escaping the unit
+(:func:`llc_service.errors.classify`), is turned into one (see :func:`_run_unit`).
 
 A *unit* is a dict: ``checkpoint`` (URI or ``CheckpointRef``; ``checkpoint_uri`` is accepted too), ``data_uri``,
 ``results_uri`` and any extra keyword arguments of the unit function (``run_id``, ``attempt``, ``use_wandb``...).
@@ -26,14 +26,11 @@ import traceback
 from collections import deque
 from typing import Any, Callable, Iterator
 
-from llc_service.scheduler.errors import TransientError
+from llc_service.errors import PERMANENT, TRANSIENT, TransientError, classify
 
 log = logging.getLogger(__name__)
 
 UnitFn = Callable[..., dict]
-
-#: error kinds of a unit that never produced a row (vocabulary of the summary table's ``error_kind``)
-PERMANENT, TRANSIENT = "permanent", "transient"
 
 
 def connect(address: str | None = None, **init_kwargs: Any) -> None:
@@ -111,32 +108,14 @@ def failed_row(unit: dict, error: str, kind: str) -> dict:
     }
 
 
-def exception_kind(exc: BaseException) -> str:
-    """``transient`` for network/storage trouble anywhere in the exception's cause chain (connection refused,
-    timeouts, S3 throttling: botocore's errors are not builtin ``ConnectionError``), else the worker's
-    ``classify`` (bad input, divergence and unknown errors are permanent)."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            break
-        name = type(seen).__name__
-        if isinstance(seen, (ConnectionError, TimeoutError)) or any(
-                word in name for word in ("Connect", "Timeout", "Throttl", "SlowDown", "Endpoint")):
-            return TRANSIENT
-        seen = seen.__cause__ or seen.__context__
-    from llc_service.worker.measure import classify
-
-    return classify(exc)
-
-
 def _run_unit(unit_fn: UnitFn | None, unit: dict, cfg, raise_transient: bool = True) -> dict:
     """Body of the Ray task (runs on a worker): call the unit function, classify its outcome for Ray.
 
     - a row with ``status == "failed"`` and ``error_kind == "transient"`` → raise :class:`TransientError` so that
       Ray retries (storage hiccups); the row rides along and is reported if every attempt fails;
     - :class:`TransientError` raised by the unit → re-raised (retried);
-    - a network/storage exception escaping the unit (``exception_kind`` says transient: the unit could not even
-      record its failure, e.g. the results store was down) → :class:`TransientError` (retried);
+    - a transient exception escaping the unit (``classify`` says so: the unit could not even record its failure,
+      e.g. the results store was down) → :class:`TransientError` (retried);
     - any other exception → a failed row with the traceback, *not* retried (it would fail the same way).
 
     ``raise_transient=False`` (callers that retry themselves, see :class:`Dispatcher`): a transient row is
@@ -159,7 +138,7 @@ def _run_unit(unit_fn: UnitFn | None, unit: dict, cfg, raise_transient: bool = T
             raise
         return dict(exc.row) if exc.row else failed_row(unit, f"TransientError: {exc}", TRANSIENT)
     except Exception as exc:  # noqa: BLE001 - an application error is a result, not a crash
-        kind = exception_kind(exc)
+        kind = classify(exc)
         row = failed_row(unit, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=20)}", kind)
         if kind == TRANSIENT and raise_transient:  # e.g. the results store was down when the row was written
             raise TransientError(f"{type(exc).__name__}: {exc}", row=row) from exc

@@ -25,6 +25,7 @@ _SUMMARY = [
     ("status", "string", False),
     ("error", "string", True),
     ("error_kind", "string", True),
+    ("error_type", "string", True),
     ("attempt", "int32", False),
     ("llc_mean", "float64", True),
     ("llc_std", "float64", True),

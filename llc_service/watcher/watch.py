@@ -36,26 +36,14 @@ from typing import Callable
 
 from llc_service.bucket.ref import CheckpointRef
 from llc_service.config import MeasureConfig
+from llc_service.errors import PERMANENT, TRANSIENT, IncompleteCheckpoint, PermanentFailure, TransientFailure, classify
 from llc_service.watcher.claims import Claim, ClaimKey, ClaimLost, ClaimStore
 
 log = logging.getLogger(__name__)
 
 FINAL_STATUSES = ("ok", "diverged")
-TRANSIENT, PERMANENT = "transient", "permanent"
 INCOMPLETE = "IncompleteCheckpoint"
 MAX_BACKOFF = 600.0
-
-
-class TransientFailure(ConnectionError):
-    """A failure the watcher records for a unit that left no row and may succeed on a retry (lost worker...)."""
-
-
-class PermanentFailure(ValueError):
-    """A failure the watcher records for a unit that left no row and would fail the same way again."""
-
-
-class IncompleteCheckpoint(ValueError):
-    """A checkpoint stayed pending (partial upload, truncated file, missing shard) longer than the timeout."""
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -69,14 +57,14 @@ def measure_unit(checkpoint, data_uri: str, results_uri: str, cfg: MeasureConfig
     ``measure_checkpoint`` writes a row for every failure it meets, but if writing the row itself fails (results
     store down) the exception escapes; the watcher then records it, or retries when it is transient.
     """
-    from llc_service.scheduler.ray_runner import exception_kind
     from llc_service.worker.measure import measure_checkpoint
 
     try:
         row = measure_checkpoint(checkpoint, data_uri, results_uri, cfg, run_id=run_id, attempt=attempt,
                                  use_wandb=use_wandb)
     except Exception as exc:  # noqa: BLE001 - the watcher decides what an escaped error means
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "error_kind": exception_kind(exc),
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "error_kind": classify(exc),
+                "error_type": type(exc).__name__,
                 "attempt": attempt, "recorded": False}
     return {**dict(row), "recorded": True}
 

@@ -18,10 +18,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from llc_service.config import MeasureConfig
+from llc_service.errors import CheckpointPending, UsageError, classify
 
 log = logging.getLogger(__name__)
-
-PERMANENT, TRANSIENT = "permanent", "transient"
 
 
 @dataclass
@@ -58,7 +57,7 @@ def measure_checkpoint(checkpoint: Any, data_uri: str, results_uri: str, cfg: Me
     req = MeasureRequest(uri, data_uri, results_uri, cfg.to_dict(), run_id, attempt, use_wandb, ref)
     world = distributed.resolve_processes(cfg)
     if world > cfg.num_chains:  # a usage error, not an outcome of this checkpoint: nothing is written
-        raise ValueError(f"processes={world} is more than num_chains={cfg.num_chains}: every process needs at "
+        raise UsageError(f"processes={world} is more than num_chains={cfg.num_chains}: every process needs at "
                          f"least one chain (lower --processes or raise num_chains)")
     if world > 1:
         return distributed.launch(req, world)
@@ -70,20 +69,6 @@ def chains_for_rank(num_chains: int, rank: int, world: int) -> list[int]:
     base, extra = divmod(num_chains, world)
     start = rank * base + min(rank, extra)
     return list(range(start, start + base + (1 if rank < extra else 0)))
-
-
-def classify(exc: BaseException) -> str:
-    """Permanent errors are not retried (bad input, divergence); transient ones may succeed on a retry."""
-    from llc_service.estimate import AllChainsDivergedError
-
-    if isinstance(exc, (AllChainsDivergedError, ValueError, TypeError, KeyError, FileNotFoundError)):
-        return PERMANENT
-    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
-        return TRANSIENT
-    name = type(exc).__name__
-    if name in ("CheckpointError", "DataError"):
-        return PERMANENT
-    return TRANSIENT if "Timeout" in name or "Connection" in name else PERMANENT
 
 
 def run_measurement(req: MeasureRequest, rank: int = 0, world: int = 1,
@@ -123,7 +108,7 @@ def _run_share(req: MeasureRequest, rank: int, world: int, device: str | None, i
         req.checkpoint_uri, storage_options=cfg.storage_options, marker_file=cfg.marker_file)
     info["ref"] = dataclasses.asdict(ref)
     if ref.status != "complete":
-        raise OSError(f"checkpoint {ref.uri} is incomplete ({ref.reason}); it will be measured once complete")
+        raise CheckpointPending(f"checkpoint {ref.uri} is incomplete ({ref.reason}); it will be measured once complete")
     with load_checkpoint(ref, storage_options=cfg.storage_options, cache_dir=cfg.cache_dir,
                          cache_max_gb=cfg.cache_max_gb, tokenizer=cfg.tokenizer) as loaded:
         # the files actually loaded name the result (a checkpoint rewritten since listing is a new checkpoint)
@@ -155,19 +140,20 @@ def _finish(req: MeasureRequest, payloads: list, world: int, started: datetime, 
     cfg = req.cfg()
     info = payloads[0][2]
     errors = [p[1] for p in payloads if p[0] == "error"]
-    result, status, error, kind = None, "ok", None, None
+    result, status, error, kind, etype = None, "ok", None, None, None
     if errors:
-        name, message, kind = errors[0]
-        status, error = "failed", f"{name}: {message}"
+        etype, message, kind = errors[0]
+        status, error = "failed", f"{etype}: {message}"
     else:
         try:
             result = result_from_runs([p[1] for p in payloads], cfg, num_data=info.get("num_rows"))
         except Exception as exc:  # AllChainsDivergedError: a recorded outcome, not a crash
             status = "diverged" if type(exc).__name__ == "AllChainsDivergedError" else "failed"
-            error, kind = f"{type(exc).__name__}: {_message(exc)}", classify(exc)
+            error, kind, etype = f"{type(exc).__name__}: {_message(exc)}", classify(exc), type(exc).__name__
             traces = [p[1] for p in payloads]
             info["_traces"] = traces
     row = summary_row(req, cfg, info, result, status, error, kind, world, started, seconds)
+    row["error_type"] = etype
     trace = result.loss_trace if result is not None else None
     running = result.running_llc if result is not None else None
     if result is None and info.get("_traces"):
@@ -284,6 +270,7 @@ def write_failure(req: MeasureRequest, exc: BaseException, world: int = 1) -> di
     cfg = req.cfg()
     row = summary_row(req, cfg, {}, None, "failed", f"{type(exc).__name__}: {_message(exc)}", classify(exc), world,
                       now, 0.0)
+    row["error_type"] = type(exc).__name__
     if req.ref is None:
         try:
             from llc_service.bucket import inspect_checkpoint

@@ -85,10 +85,11 @@ def storage_down_unit(checkpoint, data_uri, results_uri, cfg, run_id=None, attem
 
 
 def test_a_storage_error_escaping_the_unit_is_transient_and_retried_by_run_measurements(ray_two_nodes, tmp_path):
-    from llc_service.scheduler.ray_runner import exception_kind, run_measurements
+    from llc_service.errors import classify
+    from llc_service.scheduler.ray_runner import run_measurements
 
-    assert exception_kind(ConnectionRefusedError()) == "transient"
-    assert exception_kind(ValueError("bad config")) == "permanent"
+    assert classify(ConnectionRefusedError()) == "transient"
+    assert classify(ValueError("bad config")) == "permanent"
     cfg = _cfg()
     cfg.max_retries = 1
     [(_, row)] = list(run_measurements([_unit(tmp_path, "f")], cfg, storage_down_unit))

@@ -52,21 +52,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from llc_service.config import load_config
     from llc_service.scheduler.ray_runner import run_measurements
+    from llc_service.sinks.base import summary_line
+    from llc_service.worker.unit import MeasureUnit
 
     cfg = load_config(args.config, args.sets)
     uris = read_checkpoints(args.checkpoints, args.from_file)
     if not uris:
         p.error("no checkpoints given (arguments or --from-file)")
-    units = [{"checkpoint": uri, "data_uri": args.data, "results_uri": args.out, "run_id": args.run_id,
-              "use_wandb": not args.no_wandb} for uri in uris]
+    units = [MeasureUnit(uri, args.data, args.out, run_id=args.run_id, use_wandb=not args.no_wandb) for uri in uris]
     failed = 0
     for unit, row in run_measurements(units, cfg, max_concurrent=args.max_concurrent, address=args.address):
-        if row.get("status") == "ok":
-            print(f"{unit['checkpoint']}: llc {row.get('llc_mean'):.4g} ± {row.get('llc_std') or 0:.3g}", flush=True)
-        else:
-            failed += 1
-            print(f"{unit['checkpoint']}: {row.get('status')} [{row.get('error_kind')}] {row.get('error')}",
-                  flush=True)
+        failed += row.get("status") != "ok"
+        print(summary_line(row, label=unit.checkpoint_uri), flush=True)
     print(f"{len(units) - failed}/{len(units)} checkpoints ok; results in {args.out}")
     return 0 if failed == 0 else 1
 

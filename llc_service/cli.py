@@ -6,7 +6,6 @@ Only the standard library is imported before the arguments are parsed, so ``--he
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 
@@ -106,27 +105,22 @@ def _setup_logging(args) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _json_option(flag: str, text: str | None) -> dict | None:
+    from llc_service.config import json_object
+
+    return json_object(text, flag) if text else None
+
+
 def _load_cfg(args, extra_sets: list[str] | None = None):
     from llc_service.config import load_config
 
     sets = list(args.sets) + list(extra_sets or [])
     cfg = load_config(args.config, sets)
     if args.storage_options:
-        cfg.storage_options = {**cfg.storage_options, **json.loads(args.storage_options)}
+        cfg.storage_options = {**cfg.storage_options, **_json_option("--storage-options", args.storage_options)}
     if args.quiet:
         cfg.progress = False
     return cfg
-
-
-def _print_row(row: dict) -> None:
-    step = row.get("checkpoint_step")
-    head = f"{row.get('run_id')} step {step}" if step is not None else str(row.get("run_id"))
-    if row.get("status") == "ok":
-        used = row.get("num_chains_used")
-        print(f"{head}: λ̂ = {row['llc_mean']:.4g} ± {row['llc_std']:.3g}  (init loss {row['init_loss']:.5g}, "
-              f"{used}/{row.get('num_chains')} chains, nβ={row.get('nbeta')}, {row.get('wall_seconds', 0):.1f}s)")
-    else:
-        print(f"{head}: {row.get('status')}: {row.get('error')}")
 
 
 def cmd_measure(args) -> int:
@@ -134,9 +128,11 @@ def cmd_measure(args) -> int:
     cfg = _load_cfg(args, extra)
     from llc_service.worker.measure import measure_checkpoint
 
+    from llc_service.sinks.base import summary_line
+
     row = measure_checkpoint(args.checkpoint, args.data, args.out, cfg, run_id=args.run_id,
                              use_wandb=not args.no_wandb)
-    _print_row(row)
+    print(summary_line(row))
     print(f"results: {args.out}")
     return 0 if row.get("status") == "ok" else 1
 
@@ -166,7 +162,7 @@ def cmd_submit(args) -> int:
 def cmd_report(args) -> int:
     from llc_service.report import run_report
 
-    opts = json.loads(args.storage_options) if args.storage_options else None
+    opts = _json_option("--storage-options", args.storage_options)
     text = run_report(args.results, run_id=args.run_id, plot=args.plot, storage_options=opts,
                       wandb_project=args.wandb_project, echo=False)
     if text:
@@ -175,14 +171,16 @@ def cmd_report(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from llc_service.console import usage_error
+    from llc_service.errors import UsageError
+
     args = build_parser().parse_args(argv)
     _setup_logging(args)
     handler = {"measure": cmd_measure, "watch": cmd_watch, "submit": cmd_submit, "report": cmd_report}[args.command]
     try:
         return handler(args)
-    except ValueError as exc:  # config errors: one clear line, no traceback
-        print(f"llc-service {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except UsageError as exc:  # a refused request: one clear line, no traceback, nothing written
+        return usage_error(args.command, str(exc))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ from typing import Any
 SAMPLERS = ("sgld", "rmsprop_sgld")
 CHAIN_BATCHING = ("auto", "off", "vmap")
 
+RUNTIME = {"identity": False}
+"""Field metadata of settings that change how or where the work runs, not what is measured: left out of
+``config_hash`` (every other field is part of a measurement's identity)."""
+
 
 @dataclass
 class SamplerConfig:
@@ -56,14 +60,14 @@ class SamplerConfig:
     """Regex on parameter names: only matching parameters move (weight-restricted LLC); None = all."""
     init_loss_batches: int = 16
     """Batches averaged for the loss at w* (never fewer than 4)."""
-    device: str = "auto"
+    device: str = field(default="auto", metadata=RUNTIME)
     """"auto" (CUDA if available), "cpu", "cuda", "cuda:N"."""
     autocast_dtype: str | None = None
     """"bf16" to autocast the forward on CUDA; weights and sampler state stay fp32."""
-    chain_batching: str = "auto"
+    chain_batching: str = field(default="auto", metadata=RUNTIME)
     """"vmap" runs all chains of a process through one batched forward (small models); "off" one by one;
     "auto" picks vmap for models under 2M parameters on CPU."""
-    progress: bool | None = None
+    progress: bool | None = field(default=None, metadata=RUNTIME)
     """Progress bar: None = only when stderr is a TTY."""
     noise_scale: float = 1.0
     """Multiplies the Langevin noise. Keep 1; 0 turns SGLD into SGD (a diagnostic), other values are not SGLD."""
@@ -106,47 +110,31 @@ class MeasureConfig(SamplerConfig):
     text_column: str = "text"
     tokenizer: str | None = None
     """Tokenizer folder for checkpoints that ship none."""
-    marker_file: str | None = None
+    marker_file: str | None = field(default=None, metadata=RUNTIME)
     """If set, a checkpoint is complete only once this file exists in its folder (e.g. trainer_state.json)."""
-    storage_options: dict = field(default_factory=dict)
+    storage_options: dict = field(default_factory=dict, metadata=RUNTIME)
     """Extra fsspec options for sources and results (endpoint, credentials, ...)."""
-    cache_dir: str | None = None
+    cache_dir: str | None = field(default=None, metadata=RUNTIME)
     """Local cache for remote checkpoints (default: a temp folder per node)."""
-    cache_max_gb: float = 50.0
-    wandb_project: str | None = "llc-service"
+    cache_max_gb: float = field(default=50.0, metadata=RUNTIME)
+    wandb_project: str | None = field(default="llc-service", metadata=RUNTIME)
     """wandb project; null disables wandb."""
-    wandb_entity: str | None = None
-    processes: int | None = None
+    wandb_entity: str | None = field(default=None, metadata=RUNTIME)
+    processes: int | None = field(default=None, metadata=RUNTIME)
     """Processes per measurement (one per GPU by default, 1 on CPU)."""
-    gpus_per_measurement: float = 1.0
-    cpus_per_measurement: float = 1.0
-    max_retries: int = 2
+    gpus_per_measurement: float = field(default=1.0, metadata=RUNTIME)
+    cpus_per_measurement: float = field(default=1.0, metadata=RUNTIME)
+    max_retries: int = field(default=2, metadata=RUNTIME)
     """Ray retries after a worker or node dies (application errors are not retried); for the watcher, the bound on
     re-measuring a checkpoint after a transient failure (storage hiccup, lost worker)."""
-    lease_seconds: float = 600.0
+    lease_seconds: float = field(default=600.0, metadata=RUNTIME)
     """Watcher: how long a claim on a checkpoint lasts without renewal (renewed every quarter lease while
     measuring). A watcher that dies delays its checkpoints by at most this long."""
-    store_per_draw: bool = True
+    store_per_draw: bool = field(default=True, metadata=RUNTIME)
     """Write the per-draw trace table (scalar losses only; never per-token data)."""
-
-    # fields that do not change what is measured (left out of the config hash)
-    _NON_IDENTITY = (
-        "device",
-        "progress",
-        "storage_options",
-        "cache_dir",
-        "cache_max_gb",
-        "wandb_project",
-        "wandb_entity",
-        "processes",
-        "gpus_per_measurement",
-        "cpus_per_measurement",
-        "max_retries",
-        "lease_seconds",
-        "store_per_draw",
-        "marker_file",
-        "chain_batching",
-    )
+    sinks: list[str] = field(default_factory=lambda: ["wandb"], metadata=RUNTIME)
+    """Views written after Parquet (always first, the source of truth): ``wandb`` (when ``wandb_project`` is set
+    and not ``--no-wandb``), ``stdout`` (one line per measurement), or any registered sink."""
 
     def validate(self) -> None:
         super().validate()
@@ -157,6 +145,10 @@ class MeasureConfig(SamplerConfig):
         _check(self, "lease_seconds", self.lease_seconds > 0 and math.isfinite(self.lease_seconds),
                "must be a finite number > 0")
         _check(self, "cache_max_gb", self.cache_max_gb > 0, "must be > 0")
+        from llc_service.sinks.base import known_sinks
+
+        unknown = [n for n in self.sinks if n not in known_sinks()]
+        _check(self, "sinks", not unknown, f"names unknown sink(s) {unknown}; known: {known_sinks()}")
 
     def sampler_config(self) -> SamplerConfig:
         names = {f.name for f in fields(SamplerConfig)}
@@ -166,17 +158,62 @@ class MeasureConfig(SamplerConfig):
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that define *what* is measured (hashed into the config hash)."""
-        return {k: v for k, v in self.to_dict().items() if k not in self._NON_IDENTITY}
+        """The fields that define *what* is measured (hashed into the config hash): all but the ``RUNTIME`` ones."""
+        values = self.to_dict()
+        return {f.name: values[f.name] for f in fields(self) if f.metadata.get("identity", True)}
 
     def config_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+@dataclass
+class WatchConfig:
+    """How the watcher runs (not what it measures: that is the ``MeasureConfig``). The CLI flags of
+    ``llc-service watch`` and the keyword arguments of :func:`llc_service.watcher.watch` set these fields."""
+
+    run_id: str | None = None
+    """Training run id for every checkpoint (default: each checkpoint's parent folder name)."""
+    once: bool = False
+    """Measure what is there now and return once every complete checkpoint found has an outcome."""
+    interval: float = 60.0
+    """Seconds between listings of the source."""
+    address: str | None = None
+    """Ray address (default: ``RAY_ADDRESS``, else a private local cluster)."""
+    use_wandb: bool = True
+    """Log each measurement and the trajectory to wandb (Parquet is always written)."""
+    max_concurrent: int | None = None
+    """At most this many measurements in flight (None: as many as Ray schedules)."""
+    stop_after: float | None = None
+    """Stop after this many seconds (demos, tests)."""
+    pending_timeout: float | None = 3600.0
+    """Seconds a checkpoint may stay pending with unchanged files before it gets a failed row (None: forever)."""
+    retry_delay: float = 10.0
+    """Back-off before the first retry of a transient failure, doubled for each further one."""
+
+    def validate(self) -> None:
+        """Raise :class:`~llc_service.errors.UsageError` naming the flag; called before any work."""
+        from llc_service.errors import UsageError
+
+        def need(ok: bool, flag: str, why: str, value: Any) -> None:
+            if not ok:
+                raise UsageError(f"{flag} {why} (got {value})")
+
+        need(self.interval > 0 and math.isfinite(self.interval), "--interval", "must be > 0", self.interval)
+        need(self.max_concurrent is None or self.max_concurrent >= 1, "--max-concurrent", "must be >= 1",
+             self.max_concurrent)
+        need(self.stop_after is None or self.stop_after >= 0, "--stop-after", "must be >= 0", self.stop_after)
+        need(self.pending_timeout is None or self.pending_timeout > 0, "pending_timeout", "must be > 0 or None",
+             self.pending_timeout)
+        need(self.retry_delay >= 0 and math.isfinite(self.retry_delay), "retry_delay", "must be >= 0",
+             self.retry_delay)
+
+
 def _check(cfg: Any, name: str, ok: bool, why: str) -> None:
     if not ok:
-        raise ValueError(f"config field {name!r} {why} (got {getattr(cfg, name)!r})")
+        from llc_service.errors import UsageError
+
+        raise UsageError(f"config field {name!r} {why} (got {getattr(cfg, name)!r})")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -187,12 +224,43 @@ def _type_of(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
 
 
+_KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", dict: "a mapping",
+          list: "a list"}
+
+
+def _split_optional(tp: Any) -> tuple[Any, bool]:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return tp, False
+
+
 def coerce(cls: type, name: str, value: Any) -> Any:
     """Convert ``value`` (from YAML or a ``--set`` string) to the declared type of field ``name``."""
-    tp = _type_of(cls, name)
-    args = typing.get_args(tp)
-    optional = (typing.get_origin(tp) in (typing.Union, types.UnionType)) and type(None) in args
-    base = next((a for a in args if a is not type(None)), tp) if optional else tp
+    return coerce_value(_type_of(cls, name), value, name)
+
+
+def coerce_value(tp: Any, value: Any, where: str, label: str = "config field", lenient: bool = False) -> Any:
+    """Convert ``value`` (parsed YAML, or a string from the command line) to the type ``tp``; the one coercion of
+    the package (config fields, and job files through :mod:`llc_service.scheduler.job_spec`).
+
+    Strings are parsed by the target type (``"1e-4"`` → float, ``"null"`` → None where allowed, ``"a,b"`` or a
+    JSON list → list, a JSON object → dict). ``dict[str, X]`` and dataclass types (a mapping of known keys) are
+    converted value by value. ``lenient`` (job files): any scalar becomes a string where a string is expected
+    (Ray wants strings in env vars and metadata) and None is allowed everywhere. Errors are
+    :class:`~llc_service.errors.UsageError` naming ``label`` ``where``.
+    """
+    from llc_service.errors import UsageError
+
+    if tp is Any:
+        return value
+    base, optional = _split_optional(tp)
+    origin = typing.get_origin(base) or base
+
+    def refuse(extra: str = "") -> UsageError:
+        kind = _KINDS.get(origin, getattr(base, "__name__", str(base)))
+        return UsageError(f"{label} {where!r} expects {kind}, got {value!r}{extra}")
+
     if isinstance(value, str):
         text = value.strip()
         if optional and text.lower() in ("none", "null", "~", ""):
@@ -202,28 +270,31 @@ def coerce(cls: type, name: str, value: Any) -> Any:
                 return True
             if text.lower() in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(f"config field {name!r} expects a boolean, got {value!r}")
+            raise refuse()
         if base in (int, float):
             try:
                 return base(float(text)) if base is int and float(text).is_integer() else base(text)
             except ValueError:
-                raise ValueError(f"config field {name!r} expects {base.__name__}, got {value!r}") from None
-        if base is dict or typing.get_origin(base) is dict:
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"config field {name!r} expects a JSON object, got {value!r}: {e}") from None
-            if not isinstance(parsed, dict):
-                raise ValueError(f"config field {name!r} expects a JSON object, got {value!r}")
-            return parsed
-        return text
+                raise refuse() from None
+        if origin is list:
+            if text.startswith("["):
+                try:
+                    parsed = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise refuse(f": {e}") from None
+            else:
+                parsed = [part.strip() for part in text.split(",") if part.strip()]
+            return coerce_value(tp, parsed, where, label, lenient)
+        if origin is dict or dataclasses.is_dataclass(base):
+            return coerce_value(tp, json_object(text, f"{label} {where!r}"), where, label, lenient)
+        return value if lenient else text
     if value is None:
-        if optional:
+        if optional or lenient:
             return None
-        raise ValueError(f"config field {name!r} may not be null")
+        raise UsageError(f"{label} {where!r} may not be null")
     if base is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"config field {name!r} expects a boolean, got {value!r}")
+            raise refuse()
         return value
     if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -233,20 +304,59 @@ def coerce(cls: type, name: str, value: Any) -> Any:
         return int(value)
     if base is str and isinstance(value, str):
         return value
-    if (base is dict or typing.get_origin(base) is dict) and isinstance(value, dict):
-        return value
-    raise ValueError(f"config field {name!r} expects {getattr(base, '__name__', base)}, got {value!r}")
+    if base is str and lenient and not isinstance(value, (dict, list)):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    if origin is dict and isinstance(value, dict):
+        inner = typing.get_args(base)[1] if typing.get_args(base) else Any
+        return {str(k): coerce_value(inner, v, f"{where}.{k}", label, lenient) for k, v in value.items()}
+    if dataclasses.is_dataclass(base) and isinstance(value, dict):
+        hints = typing.get_type_hints(base)
+        return {str(k): coerce_value(hints.get(k, Any), v, f"{where}.{k}", label, lenient) for k, v in value.items()}
+    if origin is list and isinstance(value, (list, tuple)):
+        inner = typing.get_args(base)[0] if typing.get_args(base) else Any
+        return [coerce_value(inner, v, where, label, lenient) for v in value]
+    raise refuse()
+
+
+def read_yaml_mapping(path: str, what: str, shape: str = "of field: value") -> dict:
+    """A YAML file that must hold a mapping (a config file, a job file); ``what`` and ``shape`` word the error."""
+    import yaml
+
+    from llc_service.errors import UsageError
+
+    with open(path) as f:
+        loaded = yaml.safe_load(f) or {}
+    if not isinstance(loaded, dict):
+        raise UsageError(f"{what} {path} must hold a mapping {shape}")
+    return loaded
+
+
+def json_object(text: str, what: str) -> dict:
+    """``text`` parsed as a JSON object, or a :class:`UsageError` saying ``what`` expected one."""
+    from llc_service.errors import UsageError
+
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{what} expects a JSON object, got {text!r}: {e}") from None
+    if not isinstance(parsed, dict):
+        raise UsageError(f"{what} expects a JSON object, got {text!r}")
+    return parsed
 
 
 def _unknown(cls: type, key: str) -> ValueError:
+    from llc_service.errors import UsageError
+
     names = [f.name for f in fields(cls)]
     close = difflib.get_close_matches(key, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ValueError(f"unknown config key {key!r}{hint}")
+    return UsageError(f"unknown config key {key!r}{hint}")
 
 
 def build_config(cls: type = MeasureConfig, values: dict | None = None, sets: list[str] | None = None):
     """Build and validate a config from a mapping (e.g. parsed YAML) and ``key=value`` overrides."""
+    from llc_service.errors import UsageError
+
     names = {f.name for f in fields(cls)}
     merged: dict[str, Any] = {}
     for key, value in (values or {}).items():
@@ -255,7 +365,7 @@ def build_config(cls: type = MeasureConfig, values: dict | None = None, sets: li
         merged[key] = coerce(cls, key, value)
     for item in sets or []:
         if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise UsageError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         key = key.strip()
         if key not in names:
@@ -268,13 +378,5 @@ def build_config(cls: type = MeasureConfig, values: dict | None = None, sets: li
 
 def load_config(path: str | None = None, sets: list[str] | None = None, cls: type = MeasureConfig):
     """Load a YAML config file (optional) and apply ``--set`` overrides; validated."""
-    values: dict = {}
-    if path:
-        import yaml
-
-        with open(path) as f:
-            loaded = yaml.safe_load(f) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config file {path} must hold a mapping of field: value")
-        values = loaded
+    values = read_yaml_mapping(path, "config file") if path else {}
     return build_config(cls, values, sets)

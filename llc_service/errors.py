@@ -20,6 +20,9 @@ PERMANENT, TRANSIENT = "permanent", "transient"
 # names of third-party exception classes that mean "the network or the storage service had trouble"
 # (botocore's are not builtin ConnectionError/TimeoutError)
 _NETWORK_WORDS = ("Connect", "Timeout", "Throttl", "SlowDown", "Endpoint")
+# S3/GCS error codes of a store that refuses us for good (until someone changes permissions or buckets)
+_REFUSAL_CODES = ("AccessDenied", "NoSuchBucket", "AllAccessDisabled", "InvalidAccessKeyId",
+                  "SignatureDoesNotMatch", "AccountProblem", "InvalidBucketName")
 
 
 class LLCServiceError(Exception):
@@ -73,6 +76,10 @@ class PermanentFailure(PermanentError):
     """Recorded by the watcher for a unit that left no row and would fail the same way again."""
 
 
+class StorageRefused(PermanentError):
+    """A store refuses us for good (no permission, a deleted bucket, bad credentials): fix it, then restart."""
+
+
 def error_type(exc: BaseException) -> str:
     """The value of the ``error_type`` column for ``exc``: its class name."""
     return type(exc).__name__
@@ -80,22 +87,45 @@ def error_type(exc: BaseException) -> str:
 
 def is_network_error(exc: BaseException) -> bool:
     """Network or storage-service trouble anywhere in ``exc``'s cause chain (explicit or implicit)."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        name = type(seen).__name__
-        if isinstance(seen, (ConnectionError, TimeoutError)) or any(w in name for w in _NETWORK_WORDS):
+    for e in _chain(exc):
+        name = type(e).__name__
+        if isinstance(e, (ConnectionError, TimeoutError)) or any(w in name for w in _NETWORK_WORDS):
             return True
-        seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _chain(exc: BaseException, depth: int = 8):
+    seen: BaseException | None = exc
+    for _ in range(depth):
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def storage_error_code(exc: BaseException) -> str | None:
+    """The S3-style error code behind ``exc`` (s3fs keeps botocore's ClientError in the cause chain), if any."""
+    for e in _chain(exc):
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            err = response.get("Error", {})
+            code = err.get("Code") or response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code:
+                return str(code)
+    return None
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """The storage service refuses the request for good: no permission, no such bucket, bad credentials."""
+    return any(isinstance(e, (PermissionError, StorageRefused)) for e in _chain(exc)) or \
+        storage_error_code(exc) in _REFUSAL_CODES
 
 
 def classify(exc: BaseException) -> str:
     """``"transient"`` or ``"permanent"`` for any exception; the one rule of the package.
 
     1. network/storage trouble anywhere in the cause chain (connection refused, timeouts, S3 throttling) is
-       transient, whatever it was wrapped in;
+       transient, whatever it was wrapped in; a store that refuses us (no permission, no bucket) is permanent;
     2. our own errors carry their ``kind``;
     3. builtins: bad values and missing files (``ValueError``, ``TypeError``, ``KeyError``,
        ``FileNotFoundError``) are permanent, other ``OSError`` transient;
@@ -103,6 +133,8 @@ def classify(exc: BaseException) -> str:
     """
     if is_network_error(exc):
         return TRANSIENT
+    if is_refusal(exc):
+        return PERMANENT
     if isinstance(exc, LLCServiceError):
         return exc.kind
     if isinstance(exc, (ValueError, TypeError, KeyError, FileNotFoundError)):

@@ -42,7 +42,7 @@ def test_measure_cli_prints_result_and_writes_parquet(tmp_path, token_parquet):
     proc = run_cli("measure", str(ckpt), "--data", token_parquet, "--out", str(out), *set_args(),
                    env={"WANDB_DIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "run-a step 42: λ̂ = " in proc.stdout and "3/3 chains" in proc.stdout
+    assert "run-a step 42:  λ̂ = " in proc.stdout and "chains 3/3" in proc.stdout and "[ok]" in proc.stdout
     summary = read_summary(str(out))
     assert list(summary.status) == ["ok"] and int(summary.checkpoint_step.iloc[0]) == 42
     assert list((tmp_path / "wandb").glob("offline-run-*")), "wandb offline run folder missing"

@@ -5,7 +5,7 @@
 imported only when a URI needs them.
 """
 
-from llc_service.bucket.fs import is_local, open_fs, split_uri, to_uri
+from llc_service.storage import is_local, open_fs, split_uri, to_uri
 from llc_service.bucket.ref import COMPLETE, PENDING, CheckpointRef
 from llc_service.bucket.registry import (
     FsspecSource,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llc_service.bucket.fs import is_local, open_fs
+from llc_service.storage import is_local, open_fs
 from llc_service.bucket.inspect import CONFIG, INDEX, PICKLE_SUFFIXES, fingerprint
 from llc_service.bucket.ref import CheckpointRef
 from llc_service.checkpoint.cache import CheckpointCache

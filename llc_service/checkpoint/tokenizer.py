@@ -41,7 +41,7 @@ def resolve_tokenizer(uri: str, local_dir: str | os.PathLike, fallback: Any = No
         return None
     if not isinstance(fallback, (str, os.PathLike)):
         return fallback  # already a tokenizer object
-    from llc_service.bucket.fs import is_local, open_fs
+    from llc_service.storage import is_local, open_fs
 
     if is_local(fallback):
         return load_tokenizer_dir(uri, os.path.expanduser(os.fspath(fallback).removeprefix("file://")))

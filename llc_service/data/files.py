@@ -7,7 +7,6 @@ fingerprint), large ones by size plus ETag or modification time.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from dataclasses import dataclass
@@ -28,15 +27,6 @@ class DataFile:
     size: int
     version: str  # ETag or mtime, "" when the filesystem has neither
     format: str  # "parquet" | "json"
-
-
-def open_data_fs(data_uri: str, storage_options: dict | None = None):
-    """A fresh fsspec filesystem (never a cached instance with stale listings) and the path inside it."""
-    from fsspec.core import url_to_fs
-
-    opts = copy.deepcopy(storage_options or {})
-    fs, path = url_to_fs(str(data_uri), skip_instance_cache=True, **opts)
-    return fs, path
 
 
 def file_format(name: str) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from llc_service.data import files, read, tokenize
 from llc_service.data.errors import DataError
+from llc_service.storage import open_fs
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def load_token_data(data_uri, *, tokenizer, vocab_size: int | None, seq_len: int
         raise DataError(f"seq_len must be >= 2, got {seq_len}")
     if max_rows is not None and max_rows < 1:
         raise DataError(f"max_rows must be >= 1 or None, got {max_rows}")
-    fs, path = files.open_data_fs(data_uri, storage_options)
+    fs, path = open_fs(data_uri, storage_options)
     data_files = files.list_data_files(fs, path, str(data_uri))
     fp = files.fingerprint(fs, data_files, seq_len=seq_len, text_column=text_column, max_rows=max_rows)
 

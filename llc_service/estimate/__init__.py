@@ -9,16 +9,22 @@ from llc_service.estimate.chains import ChainRun, run_chains
 from llc_service.estimate.result import AllChainsDivergedError, LLCResult, summarize
 
 __all__ = ["estimate_llc", "LLCResult", "AllChainsDivergedError", "run_chains", "ChainRun", "summarize",
-           "result_from_runs"]
+           "merge_runs", "result_from_runs"]
 
 
-def result_from_runs(runs: list[ChainRun], cfg: SamplerConfig, num_data: int | None = None) -> LLCResult:
-    """Merge the chain runs of one or several processes (in chain order) into one result."""
+def merge_runs(runs: list[ChainRun]):
+    """The chain runs of one or several processes as one ``(chains, draws)`` trace and the divergence steps, in
+    chain order (the one merge of the package)."""
     import numpy as np
 
     order = sorted((c, i, j) for i, r in enumerate(runs) for j, c in enumerate(r.chains))
     trace = np.stack([runs[i].loss_trace[j] for _, i, j in order])
-    diverged = [runs[i].diverged_at[j] for _, i, j in order]
+    return trace, [runs[i].diverged_at[j] for _, i, j in order]
+
+
+def result_from_runs(runs: list[ChainRun], cfg: SamplerConfig, num_data: int | None = None) -> LLCResult:
+    """Merge the chain runs of one or several processes (in chain order) into one result."""
+    trace, diverged = merge_runs(runs)
     res = summarize(trace, runs[0].init_loss, cfg.nbeta, runs[0].num_params, diverged, num_data)
     res.wall_seconds = max(r.seconds for r in runs)
     steps = sum(r.steps for r in runs)

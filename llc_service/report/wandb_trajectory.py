@@ -75,6 +75,27 @@ def log_trajectory(table, project: str, entity: str | None = None, run_id: str |
     return written
 
 
+def rebuild_trajectories(results_uri: str, cfg, dirty: set[tuple[str, str]]) -> None:
+    """Rebuild the wandb trajectory run of each (run, config) in ``dirty`` from the Parquet results (the watcher's
+    outcome hook, through :meth:`llc_service.sinks.wandb.WandbSink.on_outcomes`). Never raises."""
+    try:
+        from llc_service.report.trajectory import trajectory_table
+        from llc_service.sinks import read_summary
+
+        summary = read_summary(results_uri, storage_options=cfg.storage_options)
+        for run, cfg_hash in sorted(dirty):
+            table = trajectory_table(summary, run_id=run)
+            ids = log_trajectory(table, cfg.wandb_project, entity=cfg.wandb_entity, run_id=run,
+                                 config_hash=cfg_hash, results_uri=results_uri)
+            if ids:
+                log.info("wandb trajectory of %s [%s] rebuilt (%s)", run, cfg_hash, ", ".join(ids))
+            else:
+                log.warning("wandb trajectory of %s [%s] not rebuilt (see the warning above); the Parquet "
+                            "results are intact", run, cfg_hash)
+    except Exception as exc:  # the view must never cost a result
+        log.warning("wandb trajectory update failed (%s: %s)", type(exc).__name__, exc)
+
+
 def _log_one(group, run: str, cfg: str, project, entity, dir, mode, results_uri) -> str:
     import wandb
 

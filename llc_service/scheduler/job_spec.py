@@ -25,32 +25,49 @@ the same job again on purpose, change something, e.g. ``--set metadata.rerun=2``
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FLOAT, INT, STR, ANY = "float", "int", "str", "any"
+from llc_service.config import coerce_value, read_yaml_mapping
+from llc_service.errors import UsageError
 
-#: top-level keys and their types; ``dict:<type>`` is a mapping whose values have that type
-FIELDS = {
-    "name": STR,
-    "params": f"dict:{STR}",
-    "entrypoint": STR,
-    "runtime_env": "dict:any",
-    "entrypoint_num_cpus": FLOAT,
-    "entrypoint_num_gpus": FLOAT,
-    "entrypoint_memory": INT,
-    "entrypoint_resources": f"dict:{FLOAT}",
-    "metadata": f"dict:{STR}",
-    "submission_id": STR,
-}
-#: types of known keys under runtime_env (others are parsed as YAML values)
-RUNTIME_ENV_FIELDS = {"working_dir": STR, "env_vars": f"dict:{STR}", "pip": ANY, "py_modules": ANY,
-                      "excludes": ANY, "conda": ANY, "uv": ANY, "config": ANY}
+@dataclass
+class RuntimeEnvFields:
+    """Types of the known keys under ``runtime_env`` (others are taken as parsed YAML)."""
+
+    working_dir: str | None = None
+    env_vars: dict[str, str] = field(default_factory=dict)
+    pip: Any = None
+    py_modules: Any = None
+    excludes: Any = None
+    conda: Any = None
+    uv: Any = None
+    config: Any = None
+
+
+@dataclass
+class JobFile:
+    """The top-level keys of a job file and their types (coerced like config fields, leniently: Ray wants
+    strings, so a number given for a string becomes one)."""
+
+    name: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    entrypoint: str | None = None
+    runtime_env: RuntimeEnvFields | None = None
+    entrypoint_num_cpus: float | None = None
+    entrypoint_num_gpus: float | None = None
+    entrypoint_memory: int | None = None
+    entrypoint_resources: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    submission_id: str | None = None
+
 
 _PARAM = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -66,49 +83,29 @@ class JobSpec:
     source: str
 
 
-def _coerce(kind: str, value: Any, where: str) -> Any:
-    if value is None or kind == ANY:
-        return value
-    if kind == STR:
-        if isinstance(value, (dict, list)):
-            raise ValueError(f"job key {where!r} expects a string, got {value!r}")
-        return str(value) if not isinstance(value, bool) else str(value).lower()
-    if kind in (FLOAT, INT):
-        if isinstance(value, bool):
-            raise ValueError(f"job key {where!r} expects a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"job key {where!r} expects a number, got {value!r}") from None
-        if kind == INT:
-            if not number.is_integer():
-                raise ValueError(f"job key {where!r} expects an integer, got {value!r}")
-            return int(number)
-        return number
-    if kind.startswith("dict:"):
-        if not isinstance(value, dict):
-            raise ValueError(f"job key {where!r} expects a mapping, got {value!r}")
-        inner = kind.split(":", 1)[1]
-        if where == "runtime_env":
-            return {k: _coerce(RUNTIME_ENV_FIELDS.get(k, ANY), v, f"runtime_env.{k}") for k, v in value.items()}
-        return {str(k): _coerce(inner, v, f"{where}.{k}") for k, v in value.items()}
-    raise AssertionError(kind)
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    return coerce_value(tp, value, where, label="job key", lenient=True)
 
 
-def _kind_at(path: list[str]) -> str:
+def _type_at(path: list[str]) -> Any:
     """Declared type at a dotted path; raises for an unknown top-level key."""
+    hints = typing.get_type_hints(JobFile)
     top = path[0]
-    if top not in FIELDS:
-        close = difflib.get_close_matches(top, list(FIELDS), n=1)
-        raise ValueError(f"unknown job key {top!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-    kind = FIELDS[top]
+    if top not in hints:
+        close = difflib.get_close_matches(top, list(hints), n=1)
+        raise UsageError(f"unknown job key {top!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    tp: Any = hints[top]
     for depth, part in enumerate(path[1:], start=1):
-        if not kind.startswith("dict:"):
-            raise ValueError(f"job key {'.'.join(path[:depth])!r} is not a mapping")
-        kind = RUNTIME_ENV_FIELDS.get(part, ANY) if path[:depth] == ["runtime_env"] else kind.split(":", 1)[1]
-        if kind == ANY and depth < len(path) - 1:
-            kind = "dict:any"
-    return kind
+        base = typing.get_args(tp)[0] if type(None) in typing.get_args(tp) else tp
+        if dataclasses.is_dataclass(base):
+            tp = typing.get_type_hints(base).get(part, Any)
+        elif typing.get_origin(base) is dict:
+            tp = typing.get_args(base)[1]
+        elif base is Any:
+            tp = Any
+        else:
+            raise UsageError(f"job key {'.'.join(path[:depth])!r} is not a mapping")
+    return tp
 
 
 def apply_set(job: dict, item: str) -> None:
@@ -117,21 +114,22 @@ def apply_set(job: dict, item: str) -> None:
     import yaml
 
     if "=" not in item:
-        raise ValueError(f"--set expects key=value, got {item!r}")
+        raise UsageError(f"--set expects key=value, got {item!r}")
     key, raw = (s.strip() for s in item.split("=", 1))
     path = key.split(".")
-    kind = _kind_at(path)
-    if kind == STR:
+    tp = _type_at(path)
+    base = typing.get_args(tp)[0] if type(None) in typing.get_args(tp) else tp
+    if base is str:
         value: Any = raw
     elif raw.lower() in ("null", "none", "~"):
         value = None
     else:
-        value = _coerce(kind, raw if kind in (FLOAT, INT) else yaml.safe_load(raw), key)
+        value = _coerce(tp, raw if base in (float, int) else yaml.safe_load(raw), key)
     node = job
     for part in path[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ValueError(f"job key {part!r} in {key!r} is not a mapping")
+            raise UsageError(f"job key {part!r} in {key!r} is not a mapping")
     node[path[-1]] = value
 
 
@@ -140,7 +138,7 @@ def render(entrypoint: str, params: dict[str, str]) -> str:
 
     def fill(m: re.Match) -> str:
         if m.group(1) not in params:
-            raise ValueError(f"entrypoint uses {{{{{m.group(1)}}}}} but params has no {m.group(1)!r} "
+            raise UsageError(f"entrypoint uses {{{{{m.group(1)}}}}} but params has no {m.group(1)!r} "
                              f"(give it with --set params.{m.group(1)}=...)")
         return str(params[m.group(1)])
 
@@ -165,20 +163,14 @@ def _resolve_local(value: Any, base: Path) -> Any:
 
 def load_job(path: str, sets: list[str] | None = None) -> JobSpec:
     """Read a job file, apply overrides, fill params, and derive the submission id."""
-    import yaml
-
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"job file {path} must hold a mapping (entrypoint: ..., runtime_env: ...)")
+    raw = read_yaml_mapping(path, "job file", "(entrypoint: ..., runtime_env: ...)")
     job: dict[str, Any] = {}
     for key, value in raw.items():
-        _kind_at([key])
-        job[key] = _coerce(FIELDS[key], copy.deepcopy(value), key)
+        job[key] = _coerce(_type_at([key]), copy.deepcopy(value), key)
     for item in sets or []:
         apply_set(job, item)
     if not job.get("entrypoint"):
-        raise ValueError(f"job file {path} has no entrypoint")
+        raise UsageError(f"job file {path} has no entrypoint")
 
     name = _slug(job.pop("name", None) or Path(path).stem)
     params = job.pop("params", None) or {}

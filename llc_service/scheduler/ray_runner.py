@@ -7,10 +7,9 @@ itself are *not* retried (bad checkpoint, bad config): only :class:`~llc_service
 failed row marked ``error_kind="transient"``, or a transient exception escaping the unit
 (:func:`llc_service.errors.classify`), is turned into one (see :func:`_run_unit`).
 
-A *unit* is a dict: ``checkpoint`` (URI or ``CheckpointRef``; ``checkpoint_uri`` is accepted too), ``data_uri``,
-``results_uri`` and any extra keyword arguments of the unit function (``run_id``, ``attempt``, ``use_wandb``...).
-The unit function is called ``unit_fn(checkpoint, data_uri, results_uri, cfg, **extra)`` and returns the summary
-row; it defaults to :func:`llc_service.worker.measure.measure_checkpoint`.
+A *unit* is a :class:`~llc_service.worker.unit.MeasureUnit` (a plain mapping with the same keys is converted).
+The unit function is called ``unit_fn(unit, cfg)`` and returns the summary row; it defaults to
+:func:`llc_service.worker.measure.measure_unit`.
 
 ``ray`` is imported inside the functions so that importing this module (and ``llc-service --help``) stays fast.
 """
@@ -27,6 +26,7 @@ from collections import deque
 from typing import Any, Callable, Iterator
 
 from llc_service.errors import PERMANENT, TRANSIENT, TransientError, classify
+from llc_service.worker.unit import MeasureUnit
 
 log = logging.getLogger(__name__)
 
@@ -74,41 +74,23 @@ def task_options(cfg, cluster_resources: dict[str, float]) -> dict[str, Any]:
     return opts
 
 
-def _split_unit(unit: dict) -> tuple[Any, str, str, dict]:
-    """(checkpoint, data_uri, results_uri, extra kwargs) of a unit; a missing key is a programming error."""
-    extra = dict(unit)
-    checkpoint = extra.pop("checkpoint", None)
-    uri = extra.pop("checkpoint_uri", None)
-    checkpoint = checkpoint if checkpoint is not None else uri
-    if checkpoint is None:
-        raise ValueError(f"unit has no 'checkpoint' (or 'checkpoint_uri'): {unit!r}")
-    try:
-        data_uri, results_uri = extra.pop("data_uri"), extra.pop("results_uri")
-    except KeyError as e:
-        raise ValueError(f"unit is missing {e.args[0]!r}: {unit!r}") from None
-    return checkpoint, data_uri, results_uri, extra
-
-
-def _checkpoint_uri(checkpoint: Any) -> str:
-    return getattr(checkpoint, "uri", None) or str(checkpoint)
-
-
-def failed_row(unit: dict, error: str, kind: str) -> dict:
+def failed_row(unit: MeasureUnit, error: str, kind: str, error_type: str | None = None) -> dict:
     """A summary-like row for a unit that produced none (worker died on every attempt, unit function raised)."""
-    checkpoint = unit.get("checkpoint", unit.get("checkpoint_uri"))
+    ref = unit.ref
     return {
-        "run_id": unit.get("run_id") or getattr(checkpoint, "run_id", None),
-        "checkpoint_uri": _checkpoint_uri(checkpoint),
-        "checkpoint_step": getattr(checkpoint, "step", None),
-        "checkpoint_fingerprint": getattr(checkpoint, "fingerprint", None),
+        "run_id": unit.run_id or (ref.run_id if ref else None),
+        "checkpoint_uri": unit.checkpoint_uri,
+        "checkpoint_step": ref.step if ref else None,
+        "checkpoint_fingerprint": ref.fingerprint if ref else None,
         "status": "failed",
         "error": error,
         "error_kind": kind,
-        "attempt": unit.get("attempt", 1),
+        "error_type": error_type,
+        "attempt": unit.attempt,
     }
 
 
-def _run_unit(unit_fn: UnitFn | None, unit: dict, cfg, raise_transient: bool = True) -> dict:
+def _run_unit(unit_fn: UnitFn | None, unit: MeasureUnit, cfg, raise_transient: bool = True) -> dict:
     """Body of the Ray task (runs on a worker): call the unit function, classify its outcome for Ray.
 
     - a row with ``status == "failed"`` and ``error_kind == "transient"`` → raise :class:`TransientError` so that
@@ -124,22 +106,23 @@ def _run_unit(unit_fn: UnitFn | None, unit: dict, cfg, raise_transient: bool = T
     import ray
 
     if unit_fn is None:
-        from llc_service.worker.measure import measure_checkpoint as unit_fn
-    checkpoint, data_uri, results_uri, extra = _split_unit(unit)
+        from llc_service.worker.measure import measure_unit as unit_fn
     node = ray.get_runtime_context().get_node_id()
-    uri = _checkpoint_uri(checkpoint)
+    uri = unit.checkpoint_uri
     # goes to the worker log, which Ray forwards to the driver's stderr
     print(f"[llc-service] unit started: {uri} on {socket.gethostname()} node {node[:12]}", file=sys.stderr,
           flush=True)
     try:
-        row = unit_fn(checkpoint, data_uri, results_uri, cfg, **extra)
+        row = unit_fn(unit, cfg)
     except TransientError as exc:
         if raise_transient:
             raise
-        return dict(exc.row) if exc.row else failed_row(unit, f"TransientError: {exc}", TRANSIENT)
-    except Exception as exc:  # noqa: BLE001 - an application error is a result, not a crash
+        return dict(exc.row) if exc.row else failed_row(unit, f"{type(exc).__name__}: {exc}", TRANSIENT,
+                                                        type(exc).__name__)
+    except Exception as exc:  # an application error is a result, not a crash
         kind = classify(exc)
-        row = failed_row(unit, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=20)}", kind)
+        row = failed_row(unit, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=20)}", kind,
+                         type(exc).__name__)
         if kind == TRANSIENT and raise_transient:  # e.g. the results store was down when the row was written
             raise TransientError(f"{type(exc).__name__}: {exc}", row=row) from exc
         return row
@@ -149,7 +132,7 @@ def _run_unit(unit_fn: UnitFn | None, unit: dict, cfg, raise_transient: bool = T
     return row
 
 
-def _row_from_error(unit: dict, exc: BaseException) -> dict:
+def _row_from_error(unit: MeasureUnit, exc: BaseException) -> dict:
     """Turn what ``ray.get`` raised into a failed row; nothing escapes as an exception."""
     import ray.exceptions as rex
 
@@ -174,7 +157,7 @@ def _progress_bar(total: int, enabled: bool | None):
     return tqdm(total=total, desc="checkpoints", unit="ckpt", file=sys.stderr)
 
 
-def run_measurements(units: list[dict], cfg, unit_fn: UnitFn | None = None, *, max_concurrent: int | None = None,
+def run_measurements(units: list[MeasureUnit | dict], cfg, unit_fn: UnitFn | None = None, *, max_concurrent: int | None = None,
                      address: str | None = None, progress: bool | None = None,
                      poll_seconds: float = 60.0) -> Iterator[tuple[dict, dict]]:
     """Run one Ray task per unit and yield ``(unit, row)`` as each finishes, in completion order.
@@ -191,9 +174,10 @@ def run_measurements(units: list[dict], cfg, unit_fn: UnitFn | None = None, *, m
     opts = task_options(cfg, ray.cluster_resources())
     remote = ray.remote(_run_unit).options(**opts)
     cfg_ref = ray.put(cfg)  # one copy in the object store, shared by every task
+    units = [MeasureUnit.of(u) for u in units]
     limit = max_concurrent if max_concurrent and max_concurrent > 0 else len(units)
     waiting = deque(units)
-    in_flight: dict[Any, tuple[dict, float]] = {}
+    in_flight: dict[Any, tuple[MeasureUnit, float]] = {}
     bar = _progress_bar(len(units), progress if progress is not None else getattr(cfg, "progress", None))
     log.info("ray: %d unit(s), %s per unit, at most %d at once", len(units),
              {k: v for k, v in opts.items() if k in ("num_cpus", "num_gpus")}, limit)
@@ -203,7 +187,7 @@ def run_measurements(units: list[dict], cfg, unit_fn: UnitFn | None = None, *, m
                 unit = waiting.popleft()
                 ref = remote.remote(unit_fn, unit, cfg_ref)
                 in_flight[ref] = (unit, time.monotonic())
-                log.info("unit submitted: %s", _checkpoint_uri(unit.get("checkpoint", unit.get("checkpoint_uri"))))
+                log.info("unit submitted: %s", unit.checkpoint_uri)
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=poll_seconds)
             if not done:
                 log.info("ray: %d unit(s) running, %d waiting", len(in_flight), len(waiting))
@@ -214,8 +198,8 @@ def run_measurements(units: list[dict], cfg, unit_fn: UnitFn | None = None, *, m
                     row = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - every Ray failure becomes a failed row
                     row = _row_from_error(unit, exc)
-                log.info("unit finished: %s -> %s%s (%.1fs)", row.get("checkpoint_uri") or _checkpoint_uri(
-                    unit.get("checkpoint", unit.get("checkpoint_uri"))), row.get("status"),
+                log.info("unit finished: %s -> %s%s (%.1fs)", row.get("checkpoint_uri") or unit.checkpoint_uri,
+                         row.get("status"),
                     f" [{row.get('error_kind')}]" if row.get("status") != "ok" else "", time.monotonic() - t0)
                 if bar is not None:
                     bar.update(1)
@@ -249,7 +233,7 @@ class Dispatcher:
         self._remote = ray.remote(_run_unit).options(**opts)
         self._unit_fn, self._raise_transient = unit_fn, ray_retries
         self._cfg_ref = ray.put(cfg)
-        self._in_flight: dict[Any, tuple[Any, dict, float]] = {}  # ObjectRef -> (token, unit, started)
+        self._in_flight: dict[Any, tuple[Any, MeasureUnit, float]] = {}  # ObjectRef -> (token, unit, started)
         self._by_token: dict[Any, Any] = {}
 
     def __len__(self) -> int:
@@ -258,9 +242,10 @@ class Dispatcher:
     def tokens(self) -> list:
         return list(self._by_token)
 
-    def submit(self, unit: dict, token: Any = None) -> Any:
+    def submit(self, unit: MeasureUnit | dict, token: Any = None) -> Any:
         """Start ``unit`` as a Ray task; ``token`` (default: the checkpoint URI) names it in :meth:`poll`."""
-        token = _checkpoint_uri(unit.get("checkpoint", unit.get("checkpoint_uri"))) if token is None else token
+        unit = MeasureUnit.of(unit)
+        token = unit.checkpoint_uri if token is None else token
         if token in self._by_token:
             raise ValueError(f"unit {token!r} is already in flight")
         ref = self._remote.remote(self._unit_fn, unit, self._cfg_ref, self._raise_transient)
@@ -268,7 +253,7 @@ class Dispatcher:
         self._by_token[token] = ref
         return token
 
-    def poll(self, timeout: float = 0.0) -> list[tuple[Any, dict, dict, float]]:
+    def poll(self, timeout: float = 0.0) -> list[tuple[Any, MeasureUnit, dict, float]]:
         """Finished units as ``(token, unit, row, seconds)``, waiting at most ``timeout`` seconds for the first."""
         import ray
 

@@ -33,9 +33,19 @@ IDENTITY_KEYS = ("run_id", "checkpoint_step", "checkpoint_uri", "checkpoint_fing
                  "data_fingerprint", "model_type", "num_params", "device", "world_size", "code_version")
 
 
-def wandb_run_id(run_id: Any, checkpoint_step: Any, config_hash: Any) -> str:
-    """16 hex chars: valid as a wandb id and the same for every retry of one measurement."""
-    return hashlib.sha256(json.dumps([str(run_id), checkpoint_step, str(config_hash)]).encode()).hexdigest()[:16]
+def wandb_run_id(run_id: Any, checkpoint_step: Any, config_hash: Any, fingerprint: Any = None,
+                 checkpoint_uri: Any = None) -> str:
+    """16 hex chars: valid as a wandb id and the same for every retry of one measurement.
+
+    With ``fingerprint`` (what the sink passes) the id names the measurement's whole identity
+    (:class:`~llc_service.sinks.store.ResultKey`): the checkpoint's step, or its folder when it has none, and its
+    content, so two checkpoints with identical weights never share a wandb run."""
+    parts = [str(run_id), checkpoint_step, str(config_hash)]
+    if fingerprint is not None:
+        from llc_service.sinks.store import checkpoint_part
+
+        parts += [checkpoint_part(checkpoint_step, checkpoint_uri), str(fingerprint)]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 _SECRET = re.compile(r"secret|password|passwd|credential|token|api_?key|access_?key|^key$|session", re.IGNORECASE)
@@ -61,6 +71,17 @@ class WandbSink:
         self.project, self.entity, self.results_uri, self.dir, self.mode = project, entity, results_uri, dir, mode
         self.last_run_id: str | None = None
 
+    @classmethod
+    def from_config(cls, cfg, results_uri: str) -> WandbSink:
+        return cls(cfg.wandb_project, entity=cfg.wandb_entity, results_uri=results_uri)
+
+    @classmethod
+    def on_outcomes(cls, cfg, results_uri: str, dirty: set[tuple[str, str]]) -> None:
+        """New outcomes of these (run, config) pairs were recorded: rebuild their trajectory runs."""
+        from llc_service.report.wandb_trajectory import rebuild_trajectories
+
+        rebuild_trajectories(results_uri, cfg, dirty)
+
     def write(self, record: MeasurementRecord) -> None:
         try:
             self._write(record)
@@ -81,7 +102,7 @@ class WandbSink:
             config["storage_options"] = redact(config["storage_options"])
         config.update({k: summary.get(k) for k in IDENTITY_KEYS})
         if self.results_uri:
-            from llc_service.sinks.parquet import DRAWS, SUMMARY, result_relpath
+            from llc_service.sinks.store import DRAWS, SUMMARY, result_relpath
 
             root = str(self.results_uri).rstrip("/")
             config["results_uri"] = root
@@ -94,7 +115,7 @@ class WandbSink:
 
         s = record.summary
         run_id, step = str(s["run_id"]), s.get("checkpoint_step")
-        wid = wandb_run_id(run_id, step, s.get("config_hash"))
+        wid = wandb_run_id(run_id, step, s.get("config_hash"), s.get("checkpoint_fingerprint"), s.get("checkpoint_uri"))
         settings = wandb.Settings(console="off", silent=True, disable_git=True, save_code=False,
                                   x_disable_stats=True, x_save_requirements=False)
         # WANDB_DIR read now, not when wandb first set itself up in this process (it caches its settings)

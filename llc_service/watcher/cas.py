@@ -105,7 +105,11 @@ class S3Cas:
             return self._run(self._put, bucket, key, data, condition)
         except FileExistsError:  # s3fs's translation of a failed If-None-Match
             return None
-        except FileNotFoundError:  # If-Match on a key that is gone
+        except FileNotFoundError as exc:  # If-Match on a key that is gone; a gone bucket is no lost race
+            if _error_code(exc) == "NoSuchBucket":
+                from llc_service.errors import StorageRefused
+
+                raise StorageRefused(f"bucket {bucket!r} does not exist (any more)") from exc
             return None
         except OSError as exc:
             if _error_code(exc) in _LOST_CODES:

@@ -1,11 +1,12 @@
 """Claims: at most one watcher measures a checkpoint at a time.
 
-Before measuring, a watcher claims ``(run_id, config_hash, checkpoint fingerprint)`` by writing a small JSON
-object next to the results::
+Before measuring, a watcher claims the measurement's identity (a
+:class:`~llc_service.sinks.store.ResultKey`: run, config, checkpoint step or folder, fingerprint) by writing a small
+JSON object next to the results (the path comes from :class:`~llc_service.sinks.store.ResultsStore`)::
 
-    RESULTS/claims/<run_id>/<config_hash>/<fingerprint>.json
-    {"run_id", "config_hash", "fingerprint", "owner", "hostname", "pid", "created_at", "lease_expires_at",
-     "attempt", "released_at", "nonce"}
+    RESULTS/claims/<run_id>/<config_hash>/<checkpoint>-<fingerprint>.json
+    {"run_id", "config_hash", "fingerprint", "checkpoint", "owner", "hostname", "pid", "created_at",
+     "lease_expires_at", "attempt", "released_at", "nonce"}
 
 Living in RESULTS (not in a database or in Ray) means every watcher that can write results can coordinate,
 whatever cluster it runs on, and the claim state is inspectable with ``ls`` / ``aws s3 ls``.
@@ -36,31 +37,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from llc_service.sinks._fs import results_fs
-from llc_service.sinks.parquet import safe_component
+from llc_service.sinks.store import CLAIMS, ResultKey, ResultsStore
 from llc_service.watcher.cas import Cas, cas_for
 
 log = logging.getLogger(__name__)
-
-CLAIMS = "claims"
-
 
 class ClaimLost(RuntimeError):
     """The claim is no longer ours (its lease expired and another owner took it over, or it was released)."""
 
 
-@dataclass(frozen=True)
-class ClaimKey:
-    """What one claim guards: one measurement config applied to one version of one checkpoint."""
-
-    run_id: str
-    config_hash: str
-    fingerprint: str
-
-    def relpath(self) -> str:
-        """Sanitized like result files, so a claim and its result sit under matching folder names."""
-        return "/".join([CLAIMS, safe_component(self.run_id), safe_component(self.config_hash),
-                         safe_component(self.fingerprint) + ".json"])
+ClaimKey = ResultKey
+"""What one claim guards: the identity of one measurement (``key.relpath()`` is its claim file)."""
 
 
 def _iso(ts: float) -> str:
@@ -94,7 +81,7 @@ class Claim:
 
     def to_bytes(self) -> bytes:
         doc = {"run_id": self.key.run_id, "config_hash": self.key.config_hash, "fingerprint": self.key.fingerprint,
-               "owner": self.owner, "hostname": self.hostname, "pid": self.pid, "created_at": _iso(self.created_at),
+               "checkpoint": self.key.checkpoint, "owner": self.owner, "hostname": self.hostname, "pid": self.pid, "created_at": _iso(self.created_at),
                "lease_expires_at": _iso(self.lease_expires_at), "attempt": self.attempt,
                "released_at": None if self.released_at is None else _iso(self.released_at), "nonce": self.nonce}
         return json.dumps(doc, indent=1).encode()
@@ -102,7 +89,7 @@ class Claim:
     @classmethod
     def from_bytes(cls, data: bytes, token: str | None = None) -> Claim:
         doc = json.loads(data)
-        return cls(key=ClaimKey(doc["run_id"], doc["config_hash"], doc["fingerprint"]), owner=doc["owner"],
+        return cls(key=ClaimKey(doc["run_id"], doc["config_hash"], doc["fingerprint"], doc.get("checkpoint", "")), owner=doc["owner"],
                    hostname=doc.get("hostname", ""), pid=int(doc.get("pid", -1)),
                    created_at=_epoch(doc["created_at"]), lease_expires_at=_epoch(doc["lease_expires_at"]),
                    attempt=int(doc.get("attempt", 1)), released_at=_epoch(doc.get("released_at")),
@@ -124,11 +111,12 @@ class ClaimStore:
         self.results_uri, self.storage_options = str(results_uri), dict(storage_options or {})
         self.owner = owner or default_owner()
         self.lease_seconds, self.clock = float(lease_seconds), clock
-        self.fs, self.root = results_fs(self.results_uri, self.storage_options)
+        self.results = ResultsStore(self.results_uri, self.storage_options)
+        self.fs, self.root = self.results.open()
         self.cas: Cas = cas_for(self.fs, f"{self.root}/{CLAIMS}")
 
     def path(self, key: ClaimKey) -> str:
-        return f"{self.root}/{key.relpath()}"
+        return self.results.path(CLAIMS, key, self.root)
 
     def _new(self, key: ClaimKey, attempt: int, created_at: float | None = None) -> Claim:
         now = self.clock()

@@ -8,14 +8,16 @@ process silently believes it is rank 0 of 1.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
 import sys
 import tempfile
 
-from llc_service.config import MeasureConfig
+from llc_service.config import MeasureConfig, build_config
+from llc_service.worker.rank import run_measurement
+from llc_service.worker.record import write_failure
+from llc_service.worker.unit import MeasureUnit
 
 
 def resolve_processes(cfg: MeasureConfig) -> int:
@@ -30,18 +32,16 @@ def resolve_processes(cfg: MeasureConfig) -> int:
     return 1
 
 
-def launch(req, world: int) -> dict:
+def launch(unit: MeasureUnit, cfg: MeasureConfig, world: int) -> dict:
     """Run ``world`` processes with ``torchrun --standalone`` (a free rendezvous port) and return rank 0's row."""
-    from llc_service.worker.measure import write_failure
+    import torch
 
     with tempfile.TemporaryDirectory(prefix="llc-measure-") as tmp:
         spec, out = os.path.join(tmp, "request.json"), os.path.join(tmp, "row.json")
         with open(spec, "w") as f:
-            json.dump(dataclasses.asdict(req), f, default=str)
+            json.dump({"unit": unit.to_dict(), "config": cfg.to_dict()}, f, default=str)
         env = dict(os.environ)
-        import torch
-
-        if not torch.cuda.is_available() or req.config.get("device") == "cpu":
+        if not torch.cuda.is_available() or cfg.device == "cpu":
             env["ACCELERATE_USE_CPU"] = "1"
         env.setdefault("OMP_NUM_THREADS", "1")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}",
@@ -50,7 +50,7 @@ def launch(req, world: int) -> dict:
         if proc.returncode == 0 and os.path.exists(out):
             with open(out) as f:
                 return json.load(f)
-        return write_failure(req, RuntimeError(
+        return write_failure(unit, cfg, RuntimeError(
             f"the {world} measurement processes exited with code {proc.returncode} before writing a result"), world)
 
 
@@ -59,17 +59,16 @@ def main(spec_path: str, out_path: str) -> None:
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    from llc_service.worker.measure import MeasureRequest, run_measurement
-
     with open(spec_path) as f:
-        req = MeasureRequest(**json.load(f))
-    acc = Accelerator(cpu=not torch.cuda.is_available() or req.config.get("device") == "cpu")
+        spec = json.load(f)
+    unit, cfg = MeasureUnit.from_dict(spec["unit"]), build_config(MeasureConfig, spec["config"])
+    acc = Accelerator(cpu=not torch.cuda.is_available() or cfg.device == "cpu")
     if acc.num_processes != int(os.environ.get("WORLD_SIZE", "1")):
         raise RuntimeError(f"accelerate sees {acc.num_processes} processes but torchrun started "
                            f"{os.environ.get('WORLD_SIZE')}: refusing to measure with overlapping chains")
     device = "cpu" if acc.device.type == "cpu" else str(acc.device)
-    row = run_measurement(req, rank=acc.process_index, world=acc.num_processes,
-                          gather=lambda payload: gather_object([payload]), device=device)
+    row = run_measurement(unit, cfg, rank=acc.process_index, world=acc.num_processes,
+                          gather=lambda mine: gather_object([mine]), device=device)
     if acc.is_main_process:
         with open(out_path, "w") as f:
             json.dump(row, f, default=str)

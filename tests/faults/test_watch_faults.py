@@ -73,7 +73,7 @@ def test_once_measures_each_checkpoint_once_and_a_rerun_measures_nothing(ray_clu
     _assert_ok_once(rows, [100, 200, 300])
     assert all(rows[s][0]["attempt"] == 1 and rows[s][0]["config_hash"] == cfg.config_hash() for s in rows)
     for step in (100, 200, 300):  # one progress line per checkpoint
-        assert logs.has(f"run1 step {step}: ok λ̂=")
+        assert logs.has_line(f"run1 step {step}:  λ̂ = ", "[ok]")
     assert _all_released(out)
     # the wandb trajectory run (offline) was rebuilt from Parquet under its deterministic id
     traj = trajectory_run_id("run1", cfg.config_hash())
@@ -255,7 +255,7 @@ def test_until_finishes_like_once_after_the_producer_is_done(ray_cluster, tokens
     producer_done = threading.Event()
     with LogRecorder() as logs, WatchThread(str(tmp_path / "bucket"), tokens, out, tiny_config(), interval=30.0,
                                             use_wandb=False, until=producer_done.is_set) as w:
-        logs.wait_for("run1 step 100: ok", 120)
+        logs.wait_for_line("run1 step 100:  λ̂ = ", "[ok]", timeout=120)
         make_checkpoint(run / "step200", seed=1)  # the producer's last checkpoint, then it exits
         producer_done.set()
         # no poll is due for 30 s: the final listing happens at once, and the watcher ends by itself
@@ -296,7 +296,7 @@ def test_diverging_chains_give_one_diverged_row_that_is_not_retried(ray_cluster,
     with monkeypatch.context() as m, LogRecorder() as logs:
         m.setattr(wandb, "init", broken_init)
         assert watch(str(tmp_path / "bucket"), tokens, out, sane, once=True, interval=0.3) == 0
-        assert logs.has("not rebuilt") and logs.has("run1 step 200: ok")
+        assert logs.has("not rebuilt") and logs.has_line("run1 step 200:  λ̂ = ", "[ok]")
     with LogRecorder() as logs:
         assert watch(str(tmp_path / "bucket"), tokens, out, wild, once=True, interval=0.3, use_wandb=False) == 0
         assert not logs.has("retrying")
@@ -404,3 +404,103 @@ def test_watcher_stopped_or_killed_mid_run_and_restarted_leaves_one_row_per_chec
     assert "took over the expired claim" in done.stderr
     by_fp = {r[0]["checkpoint_fingerprint"]: r[0] for r in rows.values()}
     assert all(by_fp[c.key.fingerprint]["attempt"] == c.attempt + 1 for c in orphans)
+
+
+def test_byte_identical_checkpoints_are_each_measured_once(ray_cluster, tokens, tmp_path):
+    """Same weights under two steps (a run whose weights did not change between saves) and under two step-less
+    folders (a copied ``final/``): each checkpoint gets its own row, result file, claim and wandb run, on local disk
+    (copies with the same mtimes: the same fingerprint) and on S3 (the same ETags)."""
+    from tests.helpers.checkpoints import moto_s3, upload
+
+    src = tmp_path / "src"
+    make_checkpoint(src, seed=3)
+    bucket = tmp_path / "bucket"
+    for name in ("step100", "step150", "final", "final-copy"):
+        shutil.copytree(src, bucket / "run1" / name)  # copy2: contents and mtimes preserved
+    fps = {inspect_checkpoint(str(bucket / "run1" / n)).fingerprint for n in ("step100", "step150", "final")}
+    assert len(fps) == 1, "the copies must look byte-identical to the watcher for this test to mean anything"
+    cfg = tiny_config(wandb_project="llc-identity-test")
+
+    def check(out, opts=None):
+        rows = rows_by_step(out, opts)
+        assert sorted(rows, key=str) == [100, 150, None] and all(len(rows[s]) == 1 for s in (100, 150)), rows
+        assert sorted(r["checkpoint_uri"].rstrip("/").rsplit("/", 1)[-1] for r in rows[None]) == ["final",
+                                                                                                  "final-copy"]
+        assert all(r["status"] == "ok" for rs in rows.values() for r in rs)
+        claims = ClaimStore(out, opts).list_claims()
+        assert len(claims) == 4 and len({c.key for c in claims}) == 4
+        assert all(c.released_at is not None for c in claims)
+
+    out = str(tmp_path / "results")
+    with LogRecorder() as logs:
+        assert watch(str(bucket), tokens, out, cfg, once=True, interval=0.3) == 0
+    assert logs.has("4 new")
+    check(out)
+    from llc_service.sinks.wandb import wandb_run_id
+
+    ids = {wandb_run_id(r["run_id"], r["checkpoint_step"], r["config_hash"], r["checkpoint_fingerprint"],
+                        r["checkpoint_uri"]) for rs in rows_by_step(out).values() for r in rs}
+    assert len(ids) == 4
+    for wid in ids:
+        assert list(ray_cluster.rglob(f"run-{wid}.wandb")), f"no wandb run {wid}"
+    with LogRecorder() as logs:  # and nothing is measured twice on a rerun
+        assert watch(str(bucket), tokens, out, cfg, once=True, interval=0.3, use_wandb=False) == 0
+    assert logs.has("4 already measured") and not logs.has("dispatched")
+
+    with moto_s3(buckets=("idbucket",)) as (_, opts):
+        for name in ("step100", "step150", "final", "final-copy"):
+            upload(src, f"s3://idbucket/ckpts/run1/{name}", opts)
+        s3_cfg = tiny_config(storage_options=opts)
+        s3_out = "s3://idbucket/results"
+        assert watch("s3://idbucket/ckpts", tokens, s3_out, s3_cfg, once=True, interval=0.3, use_wandb=False) == 0
+        check(s3_out, opts)
+
+
+def test_a_checkpoint_that_kills_its_worker_every_time_ends_failed_and_blocks_nothing(ray_cluster, tokens,
+                                                                                       tmp_path):
+    from tests.helpers.crash import crash_on_poison
+
+    bucket = tmp_path / "bucket"
+    for seed, step in enumerate((100, 200, 300)):
+        make_checkpoint(bucket / "run1" / f"step{step}", seed=seed)
+    (bucket / "run1" / "step200" / "CRASH").write_text("the measuring process dies on this one\n")
+    out, cfg = str(tmp_path / "results"), tiny_config(max_retries=2)
+
+    with LogRecorder() as logs:
+        assert watch(str(bucket), tokens, out, cfg, once=True, interval=0.3, use_wandb=False, retry_delay=0.2,
+                     max_concurrent=1, unit_fn=crash_on_poison) == 0
+    rows = rows_by_step(out)
+    assert [rows[s][0]["status"] for s in (100, 300)] == ["ok", "ok"]  # the others were not blocked
+    bad = _only_row(rows, 200)
+    assert (bad["status"], bad["error_kind"], bad["attempt"]) == ("failed", "transient", 3)
+    assert "WorkerCrashedError" in bad["error"] and "gave up after 3 attempts" in bad["error"], bad["error"]
+    assert bad["error_type"] == "TransientFailure"
+    assert logs.has("attempt 2 of 3 failed [transient]")
+    assert _all_released(out)
+    with LogRecorder() as logs:  # a restarted watcher does not try it again
+        assert watch(str(bucket), tokens, out, cfg, once=True, interval=0.3, use_wandb=False,
+                     unit_fn=crash_on_poison) == 0
+        assert logs.has("3 already measured") and not logs.has("dispatched")
+
+
+def test_a_results_store_that_refuses_for_good_stops_the_watcher_with_a_clear_error(ray_cluster, tokens,
+                                                                                    tmp_path):
+    from tests.helpers.checkpoints import moto_s3
+
+    bucket = tmp_path / "bucket"
+    make_checkpoint(bucket / "run1" / "step100")
+    with moto_s3(buckets=("refusebkt",)) as (_, opts):
+        cfg, out = tiny_config(storage_options=opts), "s3://refusebkt/llc"
+        with LogRecorder() as logs, WatchThread(str(bucket), tokens, out, cfg, interval=0.3, use_wandb=False,
+                                                retry_delay=0.2) as w:
+            logs.wait_for_line("run1 step 100:  λ̂ = ", "[ok]", timeout=120)
+            from llc_service.storage import open_fs
+
+            fs, _ = open_fs("s3://refusebkt", opts)
+            fs.rm("refusebkt", recursive=True)  # the bucket is deleted under the running watcher
+            make_checkpoint(bucket / "run1" / "step200", seed=1)
+            wait_until(lambda: not w.thread.is_alive(), 60, 0.2, "the watcher to stop by itself")
+            assert w.join() == 1
+        assert logs.has("stopping: the results store s3://refusebkt/llc refuses access")
+        assert logs.has("fix its permissions or bucket, then restart the watcher")
+    assert (bucket / "run1" / "step100" / "config.json").exists()  # the source is untouched

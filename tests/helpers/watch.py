@@ -116,9 +116,9 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "co
 
 
 class LogRecorder(logging.Handler):
-    """Collects the watcher's log messages so a test can wait for one."""
+    """Collects the package's log messages (the watcher's and what it calls) so a test can wait for one."""
 
-    def __init__(self, logger: str = "llc_service.watcher.watch"):
+    def __init__(self, logger: str = "llc_service"):
         super().__init__(level=logging.DEBUG)
         self.messages: list[str] = []
         self._lock_ = threading.Lock()
@@ -142,8 +142,16 @@ class LogRecorder(logging.Handler):
         with self._lock_:
             return any(text in m for m in self.messages)
 
+    def has_line(self, *parts: str) -> bool:
+        """A message containing every one of ``parts`` (e.g. a result line: its label and its status)."""
+        with self._lock_:
+            return any(all(p in m for p in parts) for m in self.messages)
+
     def wait_for(self, text: str, timeout: float) -> None:
         wait_until(lambda: self.has(text), timeout, what=f"log message containing {text!r}")
+
+    def wait_for_line(self, *parts: str, timeout: float) -> None:
+        wait_until(lambda: self.has_line(*parts), timeout, what=f"log message containing {parts!r}")
 
     def text(self) -> str:
         with self._lock_:

@@ -2,7 +2,7 @@
 
 Each writes ``<results_uri>/<name>.json`` under a deterministic name (like the real result files) and appends one
 line per attempt to ``<results_uri>/<name>.attempts``, so a test can count how often Ray ran a unit and how many
-results it left. They take the same positional arguments as ``measure_checkpoint``.
+results it left. They take the same arguments as ``measure_unit``: a ``MeasureUnit`` and the config.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ def _row(checkpoint, status="ok", **extra) -> dict:
             "error": None, "error_kind": None, "llc_mean": 1.0, **extra}
 
 
-def sleepy_unit(checkpoint, data_uri, results_uri, cfg, run_id=None, attempt=1, sleep=1.0):
-    """Sleep, then write where and when it ran (node id, pid, start/end, OMP_NUM_THREADS)."""
+def sleepy_unit(unit, cfg):
+    """Sleep (``sleep`` option, 1 s by default), then write where and when it ran (node id, pid, start/end,
+    OMP_NUM_THREADS)."""
     import ray
+
+    checkpoint, results_uri, sleep = unit.checkpoint, unit.results_uri, unit.options.get("sleep", 1.0)
 
     n = _attempt(results_uri, checkpoint)
     start = time.time()
@@ -50,8 +53,9 @@ def sleepy_unit(checkpoint, data_uri, results_uri, cfg, run_id=None, attempt=1, 
     return _row(checkpoint, **info)
 
 
-def dies_once_unit(checkpoint, data_uri, results_uri, cfg, run_id=None, attempt=1):
+def dies_once_unit(unit, cfg):
     """Write the result, then kill its own worker process on the first attempt (a worker dying mid-unit)."""
+    checkpoint, results_uri = unit.checkpoint, unit.results_uri
     n = _attempt(results_uri, checkpoint)
     _write_result(results_uri, checkpoint, {"attempt": n})
     if n == 1:
@@ -59,19 +63,22 @@ def dies_once_unit(checkpoint, data_uri, results_uri, cfg, run_id=None, attempt=
     return _row(checkpoint, attempt_seen=n)
 
 
-def always_dies_unit(checkpoint, data_uri, results_uri, cfg, run_id=None, attempt=1):
+def always_dies_unit(unit, cfg):
+    checkpoint, results_uri = unit.checkpoint, unit.results_uri
     _attempt(results_uri, checkpoint)
     os._exit(1)
 
 
-def raises_unit(checkpoint, data_uri, results_uri, cfg, run_id=None, attempt=1):
+def raises_unit(unit, cfg):
     """An application error: must not be retried."""
+    checkpoint, results_uri = unit.checkpoint, unit.results_uri
     _attempt(results_uri, checkpoint)
     raise ValueError("bad checkpoint (on purpose)")
 
 
-def transient_once_unit(checkpoint, data_uri, results_uri, cfg, run_id=None, attempt=1):
+def transient_once_unit(unit, cfg):
     """Return a transient failed row on the first attempt (like a storage hiccup caught by the measurement)."""
+    checkpoint, results_uri = unit.checkpoint, unit.results_uri
     n = _attempt(results_uri, checkpoint)
     if n == 1:
         return _row(checkpoint, status="failed", error="S3 503 SlowDown (on purpose)", error_kind="transient",

@@ -73,10 +73,10 @@ def test_cancel_stops_a_running_unit_and_it_never_comes_back(ray_two_nodes, tmp_
     assert not (tmp_path / "e.json").exists()
 
 
-def storage_down_unit(checkpoint, data_uri, results_uri, cfg, run_id=None, attempt=1):
+def storage_down_unit(unit, cfg):
     """A unit whose result cannot even be written: the store refuses connections (like botocore's
     EndpointConnectionError, which is not a builtin ConnectionError)."""
-    fake_units._attempt(results_uri, checkpoint)
+    fake_units._attempt(unit.results_uri, unit.checkpoint)
 
     class EndpointConnectionError(Exception):
         pass

@@ -108,6 +108,6 @@ def test_submit_measure_one_job_lands_its_result(head, tmp_path, token_parquet):
     log = io.StringIO()
     assert submit_job(str(repo / "jobs" / "measure_one.yaml"), head.dashboard_url, sets=sets, timeout=300,
                       out=log) == 0, log.getvalue()[-3000:]
-    assert "run-job step 30: λ̂ = " in log.getvalue()
+    assert "run-job step 30:  λ̂ = " in log.getvalue()
     s = read_summary(str(out))
     assert list(s.status) == ["ok"] and int(s.checkpoint_step.iloc[0]) == 30

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from llc_service.sinks import ParquetSink, existing_results, get_sink, read_draws, read_summary
-from llc_service.sinks.parquet import result_relpath, safe_component
+from llc_service.sinks.store import result_relpath, safe_component
 from llc_service.sinks.schema import DRAWS_COLUMNS, SUMMARY_COLUMNS
 from tests.sinks.records import failed_record, ok_record
 
@@ -82,7 +82,7 @@ def test_step_none_and_unsafe_run_ids(tmp_path):
     rec = ok_record(run_id="team/run:1 #final", step=None)
     ParquetSink(str(tmp_path)).write(rec)
     rel = result_relpath("summary", rec.summary)
-    assert rel.startswith("summary/team_run_1_final-") and rel.endswith("/step-none-fp0123456789abcd.parquet")
+    assert rel.startswith("summary/team_run_1_final-") and rel.endswith("/step-none-stepNone-fp0123456789abcd.parquet")
     assert (tmp_path / rel).exists()
     summary = read_summary(str(tmp_path))
     assert summary["run_id"].item() == "team/run:1 #final" and pd.isna(summary["checkpoint_step"].item())

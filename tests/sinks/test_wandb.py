@@ -39,7 +39,7 @@ def test_offline_run_with_history_summary_and_config(wandb_dir):
     sink = get_sink("wandb", project="llc-test", results_uri="s3://results/llc")
     sink.write(rec)
     sink.close()
-    rid = wandb_run_id("run-a", 100, "cfg000000001")
+    rid = wandb_run_id("run-a", 100, "cfg000000001", "fp0123456789abcd")
     assert sink.last_run_id == rid
     (path,) = run_files(wandb_dir, rid)
     run = read_run(path)
@@ -76,7 +76,7 @@ def test_config_never_carries_credentials():
 def test_failed_measurement_is_a_failed_run(wandb_dir):
     sink = WandbSink("llc-test")
     sink.write(failed_record(step=200))
-    (path,) = run_files(wandb_dir, wandb_run_id("run-a", 200, "cfg000000001"))
+    (path,) = run_files(wandb_dir, wandb_run_id("run-a", 200, "cfg000000001", "fp0123456789abcd"))
     run = read_run(path)
     assert run["summary"]["status"] == "failed" and run["summary"]["error"].startswith("CheckpointError")
     assert run["exit_code"] == 1 and not [h for h in run["history"] if "draw" in h]

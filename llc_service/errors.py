@@ -26,9 +26,11 @@ _REFUSAL_CODES = ("AccessDenied", "NoSuchBucket", "AllAccessDisabled", "InvalidA
 
 
 class LLCServiceError(Exception):
-    """Base of the service's own errors; ``kind`` says whether a retry can help."""
+    """Base of the service's own errors; ``kind`` says whether a retry can help, ``advice`` what a person can do
+    (appended to the recorded message by :func:`describe`)."""
 
     kind: str = PERMANENT
+    advice: str = ""
 
 
 class PermanentError(LLCServiceError):
@@ -71,6 +73,9 @@ class IncompleteCheckpoint(PermanentError):
 class TransientFailure(TransientError):
     """Recorded by the watcher for a unit that left no row and may succeed on a retry (a lost worker...)."""
 
+    advice = ("retried up to max_retries times; if it keeps failing, the worker's log (Ray dashboard or "
+              "`ray logs`) says why (out of memory: fewer processes or a larger node)")
+
 
 class PermanentFailure(PermanentError):
     """Recorded by the watcher for a unit that left no row and would fail the same way again."""
@@ -78,6 +83,16 @@ class PermanentFailure(PermanentError):
 
 class StorageRefused(PermanentError):
     """A store refuses us for good (no permission, a deleted bucket, bad credentials): fix it, then restart."""
+
+
+def describe(exc: BaseException, limit: int = 2000) -> str:
+    """``"<type>: <message>"`` as recorded in a failed row, with the error's advice when the message lacks it."""
+    text = str(exc) or type(exc).__name__
+    advice = getattr(exc, "advice", "")
+    if advice and advice not in text:
+        text = f"{text} (what to do: {advice})"
+    text = text if len(text) < limit else text[:limit] + " …"
+    return f"{type(exc).__name__}: {text}"
 
 
 def error_type(exc: BaseException) -> str:

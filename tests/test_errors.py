@@ -57,3 +57,14 @@ def test_transient_error_keeps_its_row_through_pickling():
 
     err = pickle.loads(pickle.dumps(TransientError("SlowDown", row={"status": "failed"})))
     assert str(err) == "SlowDown" and err.row == {"status": "failed"}
+
+
+def test_recorded_messages_say_what_to_do():
+    from llc_service.errors import TransientFailure, describe
+
+    text = describe(CheckpointError("s3://b/run/step1", "only pickle weights (pytorch_model.bin)"))
+    assert text.startswith("CheckpointError: checkpoint s3://b/run/step1: only pickle weights")
+    assert "what to do: fix the files and save again" in text
+    assert "what to do: fix DATA" in describe(DataError("data file x.parquet holds no rows"))
+    assert "what to do" in describe(TransientFailure("WorkerCrashedError (gave up after 3 attempts)"))
+    assert describe(ValueError("plain")) == "ValueError: plain"  # builtins carry no advice

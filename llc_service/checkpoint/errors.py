@@ -11,6 +11,9 @@ class CheckpointError(PermanentError):
     The message names the checkpoint and the reason, so a recorded failure row explains itself.
     """
 
+    advice = ("fix the files and save again (save_pretrained with safetensors, no custom code); a checkpoint whose "
+              "files change gets a new fingerprint and is measured again")
+
     def __init__(self, uri: str, reason: str):
         self.uri = uri
         self.reason = reason

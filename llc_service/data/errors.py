@@ -11,3 +11,5 @@ from llc_service.errors import PermanentError
 
 class DataError(PermanentError, ValueError):
     """DATA cannot be used as given; the message names the file and the problem."""
+
+    advice = "fix DATA (docs/sources-and-loading.md says what is accepted) and measure again"

@@ -147,7 +147,7 @@ def summary_line(s: dict, label: str | None = None, seconds: float | None = None
         parts.append(f"attempt {s['attempt']}")
     if status != "ok" and s.get("error"):
         kind = f"({s['error_kind']}) " if s.get("error_kind") else ""
-        parts.append(f"{kind}{str(s['error']).strip().splitlines()[0][:300]}")
+        parts.append(f"{kind}{str(s['error']).strip().splitlines()[0]}")
     return "  ".join(parts)
 
 

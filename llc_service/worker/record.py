@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from llc_service.config import MeasureConfig
-from llc_service.errors import classify
+from llc_service.errors import classify, describe
 from llc_service.worker.unit import MeasureUnit
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,7 @@ class Failure:
 
     @classmethod
     def of(cls, exc: BaseException) -> Failure:
-        return cls(f"{type(exc).__name__}: {message(exc)}", classify(exc), type(exc).__name__)
-
-
-def message(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 2000 else text[:2000] + " …"
+        return cls(describe(exc), classify(exc), type(exc).__name__)
 
 
 def code_version() -> str:

@@ -54,3 +54,42 @@ def test_registry(tmp_path, monkeypatch):
     sink.write(ok_record())
     assert isinstance(sink, Sink) and len(got) == 1
     assert isinstance(StdoutSink(), Sink) and isinstance(ParquetSink(str(tmp_path)), Sink)
+
+
+def test_sinks_from_the_config_parquet_first_views_after_and_their_errors_caught(tmp_path, monkeypatch, caplog):
+    from llc_service.config import MeasureConfig, build_config
+    from llc_service.sinks import base, read_summary, sinks_for, write_all
+
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+
+    @register_sink("broken")
+    class Broken:
+        @classmethod
+        def from_config(cls, cfg, results_uri):
+            return cls()
+
+        def write(self, record):
+            raise RuntimeError("view down (on purpose)")
+
+        def close(self):
+            pass
+
+    cfg = build_config(MeasureConfig, {}, ["sinks=broken,stdout,wandb", "wandb_project=null"])
+    specs = sinks_for(cfg, str(tmp_path))
+    assert [name for name, _ in specs] == ["parquet", "broken", "stdout"]  # wandb: no project, so no view
+    assert [n for n, _ in sinks_for(build_config(MeasureConfig, {}, []), str(tmp_path), use_wandb=False)] == \
+        ["parquet"]
+    write_all(specs, ok_record())
+    assert len(read_summary(str(tmp_path))) == 1  # the source of truth is written whatever the views do
+    assert "broken logging failed" in caplog.text and "the Parquet result is written" in caplog.text
+    with pytest.raises(ValueError, match="unknown sink"):
+        build_config(MeasureConfig, {}, ["sinks=csv"])
+
+
+def test_parquet_errors_propagate(tmp_path):
+    from llc_service.config import MeasureConfig
+    from llc_service.sinks import sinks_for, write_all
+
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(OSError):
+        write_all(sinks_for(MeasureConfig(sinks=[]), str(tmp_path / "file" / "results")), ok_record())

@@ -126,9 +126,8 @@ def _load_cfg(args, extra_sets: list[str] | None = None):
 def cmd_measure(args) -> int:
     extra = [f"processes={args.processes}"] if args.processes else []
     cfg = _load_cfg(args, extra)
-    from llc_service.worker.measure import measure_checkpoint
-
     from llc_service.sinks.base import summary_line
+    from llc_service.worker.measure import measure_checkpoint
 
     row = measure_checkpoint(args.checkpoint, args.data, args.out, cfg, run_id=args.run_id,
                              use_wandb=not args.no_wandb)

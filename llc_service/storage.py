@@ -67,7 +67,7 @@ def path_of(uri: str | os.PathLike, cls: type | None = None) -> str:
     if protocol in LOCAL_PROTOCOLS:
         from fsspec.implementations.local import LocalFileSystem
 
-        return os.path.abspath(os.path.expanduser(LocalFileSystem._strip_protocol(os.fspath(uri))))
+        return os.path.abspath(os.path.expanduser(LocalFileSystem._strip_protocol(os.fspath(uri))))  # noqa: SLF001
     if cls is None:
         import fsspec
 
@@ -112,6 +112,6 @@ def check_location(what: str, uri: str, storage_options: dict, must_exist: bool,
             log.warning("%s %s has nothing in it yet; waiting for checkpoints to appear", what, uri)
     except ImportError as exc:
         return str(exc)
-    except Exception as exc:  # unreachable endpoint, bad credentials...
+    except Exception as exc:  # noqa: BLE001 - unreachable endpoint, bad credentials...
         return f"cannot reach {what} {uri}: {type(exc).__name__}: {exc}"
     return None

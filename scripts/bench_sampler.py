@@ -627,8 +627,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="PATH", help="also write the raw measurements as JSON")
     p.add_argument("--_worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args._worker:
-        print(json.dumps(worker(json.loads(args._worker))))
+    if args._worker:  # noqa: SLF001
+        print(json.dumps(worker(json.loads(args._worker))))  # noqa: SLF001
         return 0
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -8,4 +8,6 @@ if [ "${1:-}" = "--slow" ]; then
   shift
   exec .venv/bin/python -m pytest -m slow "$@"
 fi
+# lint first (configured in pyproject.toml): a style or import-order slip fails the run in seconds, not minutes
+.venv/bin/ruff check llc_service tests scripts jobs
 exec .venv/bin/python -m pytest "$@"

@@ -6,8 +6,14 @@ import pytest
 
 from llc_service.checkpoint import CheckpointError
 from llc_service.data import DataError
-from llc_service.errors import (CheckpointPending, IncompleteCheckpoint, PermanentError, TransientError, UsageError,
-                                classify)
+from llc_service.errors import (
+    CheckpointPending,
+    IncompleteCheckpoint,
+    PermanentError,
+    TransientError,
+    UsageError,
+    classify,
+)
 from llc_service.estimate import AllChainsDivergedError
 
 

@@ -5,7 +5,6 @@
 imported only when a URI needs them.
 """
 
-from llc_service.storage import is_local, open_fs, split_uri, to_uri
 from llc_service.bucket.ref import COMPLETE, PENDING, CheckpointRef
 from llc_service.bucket.registry import (
     FsspecSource,
@@ -15,6 +14,7 @@ from llc_service.bucket.registry import (
     register_source,
     registered_protocols,
 )
+from llc_service.storage import is_local, open_fs, split_uri, to_uri
 
 __all__ = [
     "COMPLETE",

@@ -18,10 +18,10 @@ import json
 import posixpath
 from typing import Any
 
-from llc_service.storage import to_uri
 from llc_service.bucket.naming import default_run_id, step_from_name, step_from_trainer_state
 from llc_service.bucket.ref import COMPLETE, PENDING, CheckpointRef
 from llc_service.bucket.safetensors_layout import SHORT, read_layout
+from llc_service.storage import to_uri
 
 CONFIG = "config.json"
 SINGLE = "model.safetensors"

@@ -1,4 +1,5 @@
-"""The one value a source hands downstream: which checkpoint folder, whose run, which step, which bytes, ready or not."""
+"""The one value a source hands downstream: which checkpoint folder, whose run, which step, which bytes, ready
+or not."""
 
 from __future__ import annotations
 

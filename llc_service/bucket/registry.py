@@ -13,9 +13,9 @@ import os
 import posixpath
 from typing import Callable
 
-from llc_service.storage import open_fs, path_of, split_uri
 from llc_service.bucket.inspect import describe_folder, is_checkpoint_like
 from llc_service.bucket.ref import CheckpointRef
+from llc_service.storage import open_fs, path_of, split_uri
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llc_service.storage import is_local, open_fs
 from llc_service.bucket.inspect import CONFIG, INDEX, PICKLE_SUFFIXES, fingerprint
 from llc_service.bucket.ref import CheckpointRef
 from llc_service.checkpoint.cache import CheckpointCache
 from llc_service.checkpoint.errors import CheckpointError
 from llc_service.checkpoint.tokenizer import resolve_tokenizer
 from llc_service.checkpoint.validate import check_config, check_finite, check_names, check_safetensors, weight_files
+from llc_service.storage import is_local, open_fs
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ def _parquet_file(fs, f: DataFile):
     handle = _open(fs, f)
     try:
         return handle, pq.ParquetFile(handle)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         handle.close()
         raise DataError(f"data file {f.name}: not a readable Parquet file ({exc})") from None
 
@@ -39,7 +39,7 @@ def _read_json(fs, f: DataFile):
     try:
         with _open(fs, f) as handle:
             table = pj.read_json(handle, read_options=pj.ReadOptions(block_size=block))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         raise DataError(f"data file {f.name}: not readable as JSON lines ({exc})") from None
     if table.num_rows == 0:
         raise DataError(f"data file {f.name} holds no rows")

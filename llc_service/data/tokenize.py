@@ -58,7 +58,7 @@ def load_cached(path: Path):
         return None
     try:
         return np.load(path, allow_pickle=False)
-    except Exception as exc:  # a torn or foreign file: rebuild rather than fail the measurement
+    except Exception as exc:  # noqa: BLE001 - a torn or foreign file: rebuild rather than fail the measurement
         log.warning("ignoring unreadable token cache %s (%s)", path, exc)
         return None
 

@@ -52,7 +52,8 @@ class LLCResult:
 
     def __str__(self) -> str:
         used = f"{len(self.chains_used)}/{len(self.chain_status)} chains"
-        return f"λ̂ = {self.llc_mean:.4g} ± {self.llc_std:.3g} (init loss {self.init_loss:.5g}, {used}, nβ={self.nbeta:g})"
+        return (f"λ̂ = {self.llc_mean:.4g} ± {self.llc_std:.3g} (init loss {self.init_loss:.5g}, {used}, "
+                f"nβ={self.nbeta:g})")
 
 
 def summarize(loss_trace: np.ndarray, init_loss: float, nbeta: float, num_params: int,

@@ -92,7 +92,7 @@ def rebuild_trajectories(results_uri: str, cfg, dirty: set[tuple[str, str]]) -> 
             else:
                 log.warning("wandb trajectory of %s [%s] not rebuilt (see the warning above); the Parquet "
                             "results are intact", run, cfg_hash)
-    except Exception as exc:  # the view must never cost a result
+    except Exception as exc:  # noqa: BLE001 - the view must never cost a result
         log.warning("wandb trajectory update failed (%s: %s)", type(exc).__name__, exc)
 
 

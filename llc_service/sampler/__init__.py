@@ -5,8 +5,9 @@ every update is a handful of whole-vector kernels, whatever the number of parame
 """
 
 from llc_service.sampler.flat import FlatParams
-from llc_service.sampler.sgld import SGLDState, build as build_sgld
 from llc_service.sampler.rmsprop_sgld import build as build_rmsprop_sgld
+from llc_service.sampler.sgld import SGLDState
+from llc_service.sampler.sgld import build as build_sgld
 
 __all__ = ["FlatParams", "SGLDState", "build_sgld", "build_rmsprop_sgld", "build_sampler"]
 

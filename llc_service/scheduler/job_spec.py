@@ -38,6 +38,7 @@ from typing import Any
 from llc_service.config import coerce_value, read_yaml_mapping
 from llc_service.errors import UsageError
 
+
 @dataclass
 class RuntimeEnvFields:
     """Types of the known keys under ``runtime_env`` (others are taken as parsed YAML)."""

@@ -157,7 +157,8 @@ def _progress_bar(total: int, enabled: bool | None):
     return tqdm(total=total, desc="checkpoints", unit="ckpt", file=sys.stderr)
 
 
-def run_measurements(units: list[MeasureUnit | dict], cfg, unit_fn: UnitFn | None = None, *, max_concurrent: int | None = None,
+def run_measurements(units: list[MeasureUnit | dict], cfg, unit_fn: UnitFn | None = None, *,
+                     max_concurrent: int | None = None,
                      address: str | None = None, progress: bool | None = None,
                      poll_seconds: float = 60.0) -> Iterator[tuple[dict, dict]]:
     """Run one Ray task per unit and yield ``(unit, row)`` as each finishes, in completion order.

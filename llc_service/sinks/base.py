@@ -102,7 +102,7 @@ def write_all(sinks: list[tuple[str, Callable[[], Sink]]], record: MeasurementRe
             sink = make()
             sink.write(record)
             sink.close()
-        except Exception as exc:  # a view must never cost the result
+        except Exception as exc:  # noqa: BLE001 - a view must never cost the result
             log.warning("%s logging failed (%s); the Parquet result is written", name, exc)
 
 
@@ -118,7 +118,7 @@ def on_outcomes(cfg: Any, results_uri: str, dirty: set[tuple[str, str]], use_wan
             hook = getattr(_REGISTRY.get(name), "on_outcomes", None)
             if hook is not None:
                 hook(cfg, results_uri, dirty)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             log.warning("%s: updating views of new outcomes failed (%s: %s)", name, type(exc).__name__, exc)
 
 

@@ -169,7 +169,7 @@ class ResultsStore:
                 pf = pq.ParquetFile(pa.BufferReader(blob))
                 present = [c for c in canonical.names if c in pf.schema_arrow.names]  # older files may lack some
                 tables.append(S.conform(pf.read(columns=present), canonical))
-            except Exception as exc:  # one foreign or corrupt file must not hide all results
+            except Exception as exc:  # noqa: BLE001 - one foreign or corrupt file must not hide all results
                 log.warning("skipping unreadable result file %s (%s)", p, exc)
         return pa.concat_tables(tables) if tables else canonical.empty_table()
 
@@ -205,7 +205,7 @@ class ResultsStore:
                 if not table.num_rows:
                     raise ValueError("no row")
                 row = {c: table.column(c)[0].as_py() for c in table.column_names}
-            except Exception as exc:  # a corrupt result file: measure again, it gets overwritten
+            except Exception as exc:  # noqa: BLE001 - a corrupt result file: measure again, it gets overwritten
                 log.warning("result file %s is unreadable (%s); measuring that checkpoint again", p, exc)
                 continue
             out[wanted[p]] = Outcome.from_row(row)

@@ -80,7 +80,7 @@ class S3Cas:
         return sync(self.fs.loop, coro_fn, *args)
 
     async def _get(self, bucket: str, key: str):
-        resp = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
+        resp = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)  # noqa: SLF001
         body = resp["Body"]
         try:
             data = await body.read()
@@ -89,7 +89,7 @@ class S3Cas:
         return data, resp["ETag"]
 
     async def _put(self, bucket: str, key: str, data: bytes, condition: dict):
-        resp = await self.fs._call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+        resp = await self.fs._call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)  # noqa: SLF001
         return resp["ETag"]
 
     def read(self, path: str) -> tuple[bytes, str] | None:

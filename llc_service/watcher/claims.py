@@ -81,7 +81,8 @@ class Claim:
 
     def to_bytes(self) -> bytes:
         doc = {"run_id": self.key.run_id, "config_hash": self.key.config_hash, "fingerprint": self.key.fingerprint,
-               "checkpoint": self.key.checkpoint, "owner": self.owner, "hostname": self.hostname, "pid": self.pid, "created_at": _iso(self.created_at),
+               "checkpoint": self.key.checkpoint, "owner": self.owner, "hostname": self.hostname, "pid": self.pid,
+               "created_at": _iso(self.created_at),
                "lease_expires_at": _iso(self.lease_expires_at), "attempt": self.attempt,
                "released_at": None if self.released_at is None else _iso(self.released_at), "nonce": self.nonce}
         return json.dumps(doc, indent=1).encode()
@@ -89,7 +90,8 @@ class Claim:
     @classmethod
     def from_bytes(cls, data: bytes, token: str | None = None) -> Claim:
         doc = json.loads(data)
-        return cls(key=ClaimKey(doc["run_id"], doc["config_hash"], doc["fingerprint"], doc.get("checkpoint", "")), owner=doc["owner"],
+        key = ClaimKey(doc["run_id"], doc["config_hash"], doc["fingerprint"], doc.get("checkpoint", ""))
+        return cls(key=key, owner=doc["owner"],
                    hostname=doc.get("hostname", ""), pid=int(doc.get("pid", -1)),
                    created_at=_epoch(doc["created_at"]), lease_expires_at=_epoch(doc["lease_expires_at"]),
                    attempt=int(doc.get("attempt", 1)), released_at=_epoch(doc.get("released_at")),

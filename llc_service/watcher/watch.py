@@ -46,7 +46,7 @@ def measure_recorded(unit: MeasureUnit, cfg: MeasureConfig) -> dict:
 
     try:
         row = measure_unit(unit, cfg)
-    except Exception as exc:  # the watcher decides what an escaped error means
+    except Exception as exc:  # noqa: BLE001 - the watcher decides what an escaped error means
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "error_kind": classify(exc),
                 "error_type": type(exc).__name__, "attempt": unit.attempt, "recorded": False}
     return {**dict(row), "recorded": True}
@@ -165,7 +165,7 @@ def run_loop(w: Watcher, stop_event: threading.Event, lease_seconds: float,
         if dirty:
             try:
                 on_outcomes(dirty)
-            except Exception as exc:  # a view must never cost a result
+            except Exception as exc:  # noqa: BLE001 - a view must never cost a result
                 log.warning("updating views of new outcomes failed (%s: %s)", type(exc).__name__, exc)
 
     try:
@@ -214,7 +214,7 @@ def run_loop(w: Watcher, stop_event: threading.Event, lease_seconds: float,
 def _true(predicate: Callable[[], bool]) -> bool:
     try:
         return bool(predicate())
-    except Exception as exc:  # a broken predicate must not stop the watcher
+    except Exception as exc:  # noqa: BLE001 - a broken predicate must not stop the watcher
         log.warning("until() raised %s: %s; ignoring it", type(exc).__name__, exc)
         return False
 

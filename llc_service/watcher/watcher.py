@@ -115,7 +115,7 @@ class Watcher:
         else:
             try:
                 listed = self.source.list_checkpoints()
-            except Exception as exc:  # a storage hiccup: try again next poll
+            except Exception as exc:  # noqa: BLE001 - a storage hiccup: try again next poll
                 if self._refusal("the source", self.source_uri, exc):
                     return False
                 log.warning("listing %s failed (%s: %s); trying again in %gs", self.source_uri,
@@ -129,7 +129,7 @@ class Watcher:
                  and self.key(r) not in self.jobs]
         try:
             outcomes = self.recorded(fresh)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             if self._refusal("the results store", self.results_uri, exc):
                 return False
             log.warning("reading results under %s failed (%s: %s); trying again in %gs", self.results_uri,
@@ -191,7 +191,7 @@ class Watcher:
                     f"completes)"), attempt=1, final=True)
             finally:
                 self._release(claim)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             log.warning("recording stuck checkpoint %s failed (%s)", ref.uri, exc)
             return
         self.final[key] = policy.STUCK
@@ -218,7 +218,7 @@ class Watcher:
             ref, attempt = self.queue.pop(key)
             try:
                 self._claim_and_submit(key, ref, attempt)
-            except Exception as exc:  # claims live in RESULTS: storage trouble, try again soon
+            except Exception as exc:  # noqa: BLE001 - claims live in RESULTS: storage trouble, try again soon
                 if self._refusal("the results store", self.results_uri, exc):
                     self.queue[key] = (ref, attempt)
                     return
@@ -319,7 +319,7 @@ class Watcher:
         try:
             self._write_failure(ref, exc, attempt, final)
             return True
-        except Exception as write_exc:  # results store down: the retry (or next watcher) records it
+        except Exception as write_exc:  # noqa: BLE001 - results store down: the retry (or next watcher) records it
             self._refusal("the results store", self.results_uri, write_exc)
             log.error("%s: could not record the failure of attempt %d (%s: %s)", self.label(ref), attempt,
                       type(write_exc).__name__, write_exc)
@@ -328,7 +328,7 @@ class Watcher:
     def _release(self, claim: Claim) -> None:
         try:
             self.store.release(claim)
-        except Exception as exc:  # the lease runs out by itself
+        except Exception as exc:  # noqa: BLE001 - the lease runs out by itself
             log.warning("releasing claim %s failed (%s); it expires on its own", claim.key, exc)
 
     # ---- leases ---------------------------------------------------------------------------------------------------
@@ -342,7 +342,7 @@ class Watcher:
                 if job.in_flight:
                     self.dispatcher().cancel(key)
                 del self.jobs[key]
-            except Exception as exc:  # storage trouble: keep measuring, try again next renewal
+            except Exception as exc:  # noqa: BLE001 - storage trouble: keep measuring, try again next renewal
                 log.warning("renewing the claim on %s failed (%s: %s)", self.label(job.ref), type(exc).__name__,
                             exc)
 

@@ -113,7 +113,7 @@ def _finish(unit: MeasureUnit, cfg: MeasureConfig, results: list[RankResult], wo
         try:
             result = result_from_runs(runs, cfg, num_data=info.num_rows)
             trace, running = result.loss_trace, result.running_llc
-        except Exception as exc:  # AllChainsDivergedError: a recorded outcome (its traces too), not a crash
+        except Exception as exc:  # noqa: BLE001 - AllChainsDivergedError: a recorded outcome (its traces too), not a crash
             status = "diverged" if isinstance(exc, AllChainsDivergedError) else "failed"
             failure = Failure.of(exc)
             trace, _ = merge_runs(runs)

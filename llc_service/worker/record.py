@@ -150,7 +150,7 @@ def write_failure(unit: MeasureUnit, cfg: MeasureConfig, exc: BaseException, wor
                                      marker_file=cfg.marker_file)
             row.update(checkpoint_step=ref.step, checkpoint_fingerprint=ref.fingerprint,
                        run_id=unit.run_id or ref.run_id, checkpoint_uri=ref.uri)
-        except Exception:  # the row names the URI; its fingerprint stays the per-URI stand-in
+        except Exception:  # noqa: BLE001 - the row names the URI; its fingerprint stays the per-URI stand-in
             pass
     write_record(unit, cfg, row)
     return row

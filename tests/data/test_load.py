@@ -97,7 +97,8 @@ def test_fingerprint_follows_content_and_settings_not_location(tmp_path):
     write_ids(a / "x.parquet", [[1, 2, 3]] * 4)
     b = tmp_path / "b"
     shutil.copytree(a, b)
-    fp = lambda p, **k: load_token_data(str(p), tokenizer=None, vocab_size=10, seq_len=k.get("seq_len", 3)).fingerprint
+    def fp(p, **k):
+        return load_token_data(str(p), tokenizer=None, vocab_size=10, seq_len=k.get("seq_len", 3)).fingerprint
     assert fp(a) == fp(b)
     assert fp(a) != fp(a, seq_len=4)
     write_ids(b / "x.parquet", [[1, 2, 4]] * 4)

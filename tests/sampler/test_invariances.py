@@ -1,6 +1,5 @@
 """Exact relations the sampler must satisfy, checked on real models (a small MLP and a tiny GPT-NeoX)."""
 
-import math
 
 import numpy as np
 import pytest

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = {"measure", "watch", "submit", "report"}
 YAMLS = sorted([*ROOT.glob("jobs/*.yaml"), *ROOT.glob("cluster/**/*.yaml")])
 JOBS = sorted(ROOT.glob("jobs/*.yaml"))
-TEXT_FILES = [*YAMLS, *ROOT.glob("cluster/**/*.sbatch"), ROOT / "jobs" / "measure_many.py", ROOT / "docs" / "cluster.md"]
+TEXT_FILES = [*YAMLS, *ROOT.glob("cluster/**/*.sbatch"), ROOT / "jobs" / "measure_many.py",
+              ROOT / "docs" / "cluster.md"]
 SBATCH = ROOT / "cluster" / "slurm" / "llc-service.sbatch"
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from llc_service.sinks import ParquetSink, existing_results, get_sink, read_draws, read_summary
-from llc_service.sinks.store import result_relpath, safe_component
 from llc_service.sinks.schema import DRAWS_COLUMNS, SUMMARY_COLUMNS
+from llc_service.sinks.store import result_relpath, safe_component
 from tests.sinks.records import failed_record, ok_record
 
 

@@ -6,15 +6,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from llc_service.sinks.schema import (DRAWS_SCHEMA, SCHEMA_VERSION, SUMMARY_SCHEMA, conform, draws_table,
-                                      summary_table)
+from llc_service.sinks.schema import DRAWS_SCHEMA, SCHEMA_VERSION, SUMMARY_SCHEMA, conform, draws_table, summary_table
 from tests.sinks.records import failed_record, ok_record
 
 TS = pa.timestamp("us", tz="UTC")
 EXPECTED_SUMMARY = {
     "schema_version": pa.int32(), "run_id": pa.string(), "checkpoint_step": pa.int64(), "checkpoint_uri": pa.string(),
     "checkpoint_fingerprint": pa.string(), "config_hash": pa.string(), "status": pa.string(), "error": pa.string(),
-    "error_kind": pa.string(), "error_type": pa.string(), "attempt": pa.int32(), "llc_mean": pa.float64(), "llc_std": pa.float64(),
+    "error_kind": pa.string(), "error_type": pa.string(), "attempt": pa.int32(), "llc_mean": pa.float64(),
+    "llc_std": pa.float64(),
     "init_loss": pa.float64(), "llc_per_chain": pa.list_(pa.float64()), "chain_status": pa.list_(pa.string()),
     "chains_used": pa.list_(pa.int32()), "num_chains_used": pa.int32(), "wbic": pa.float64(), "sampler": pa.string(),
     "epsilon": pa.float64(), "nbeta": pa.float64(), "gamma": pa.float64(), "num_chains": pa.int32(),

@@ -22,7 +22,8 @@ def failed(kind: str, attempt: int = 1, error_type: str | None = "TransientFailu
     (failed("transient", attempt=2), 2, ("measure", 3)),
     (failed("transient", attempt=3), 2, ("final", 3)),                  # 1 + max_retries attempts spent
     (failed("transient", attempt=1), 0, ("final", 1)),
-    (failed("permanent", attempt=1, error_type=IncompleteCheckpoint.__name__), 0, ("measure", 1)),  # stuck → now complete
+    # recorded as stuck while pending, now complete
+    (failed("permanent", attempt=1, error_type=IncompleteCheckpoint.__name__), 0, ("measure", 1)),
 ])
 def test_on_listing(outcome, max_retries, expected):
     verdict = policy.on_listing(outcome, max_retries)

@@ -175,26 +175,27 @@ def run_measurements(units: list[MeasureUnit | dict], cfg, unit_fn: UnitFn | Non
     opts = task_options(cfg, ray.cluster_resources())
     remote = ray.remote(_run_unit).options(**opts)
     cfg_ref = ray.put(cfg)  # one copy in the object store, shared by every task
-    units = [MeasureUnit.of(u) for u in units]
+    given = {id(u): u for u in units}  # each unit is yielded back as the caller gave it (a dict stays a dict)
+    units = [(MeasureUnit.of(u), id(u)) for u in units]
     limit = max_concurrent if max_concurrent and max_concurrent > 0 else len(units)
     waiting = deque(units)
-    in_flight: dict[Any, tuple[MeasureUnit, float]] = {}
+    in_flight: dict[Any, tuple[MeasureUnit, int, float]] = {}
     bar = _progress_bar(len(units), progress if progress is not None else getattr(cfg, "progress", None))
     log.info("ray: %d unit(s), %s per unit, at most %d at once", len(units),
              {k: v for k, v in opts.items() if k in ("num_cpus", "num_gpus")}, limit)
     try:
         while waiting or in_flight:
             while waiting and len(in_flight) < limit:
-                unit = waiting.popleft()
+                unit, key = waiting.popleft()
                 ref = remote.remote(unit_fn, unit, cfg_ref)
-                in_flight[ref] = (unit, time.monotonic())
+                in_flight[ref] = (unit, key, time.monotonic())
                 log.info("unit submitted: %s", unit.checkpoint_uri)
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=poll_seconds)
             if not done:
                 log.info("ray: %d unit(s) running, %d waiting", len(in_flight), len(waiting))
                 continue
             for ref in done:
-                unit, t0 = in_flight.pop(ref)
+                unit, key, t0 = in_flight.pop(ref)
                 try:
                     row = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - every Ray failure becomes a failed row
@@ -204,7 +205,7 @@ def run_measurements(units: list[MeasureUnit | dict], cfg, unit_fn: UnitFn | Non
                     f" [{row.get('error_kind')}]" if row.get("status") != "ok" else "", time.monotonic() - t0)
                 if bar is not None:
                     bar.update(1)
-                yield unit, row
+                yield given[key], row
     finally:
         # a consumer that stops early (or Ctrl-C) should not leave measurements running on the cluster
         for ref in in_flight:

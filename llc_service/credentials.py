@@ -21,6 +21,8 @@ import shlex
 import stat
 from typing import Any
 
+from llc_service.errors import UsageError
+
 SECRET_KEY = re.compile(r"secret|password|passwd|credential|token(?!izer)|api_?key|access_?key|private_?key|^key$|session"
                         r"|signature|sas_?url|connection_?string", re.IGNORECASE)
 """Option or variable names that hold credentials (s3fs key/secret/token, botocore aws_*, gcsfs token, adlfs
@@ -36,7 +38,7 @@ WHERE = ("put credentials in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCE
 REDACTED = "<redacted>"
 
 
-class CredentialsError(ValueError):
+class CredentialsError(UsageError):
     """Credentials where they would leak (a command line, a job entrypoint, a readable file). Exit code 2."""
 
 
@@ -134,14 +136,32 @@ def refuse_secret_sets(sets: list[str] | None) -> None:
         if key.startswith("storage_options"):
             try:
                 value = yaml.safe_load(raw)
-            except yaml.YAMLError:
-                value = None  # the config parser reports it (without our help)
+            except yaml.YAMLError:  # the config parser's error would quote the text, secrets and all
+                raise CredentialsError(f"--set {key}=... is not a valid JSON/YAML mapping") from None
             refuse_secrets(value, f"--set {key}")
 
 
+def refuse_readable_config(path: str | None) -> None:
+    """A ``--config`` YAML holding credentials must be private like a storage-options file."""
+    if not path or not os.path.isfile(path) or not stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+        return
+    import yaml
+
+    try:
+        with open(path) as f:
+            loaded = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return  # the config loader reports it
+    keys = secret_paths(loaded) if isinstance(loaded, dict) else []
+    if keys:
+        raise CredentialsError(f"config file {path} holds credentials ({', '.join(repr(k) for k in keys)}) and is "
+                               f"readable by others: chmod 600 {path}, or {WHERE}")
+
+
 def cli_storage_options(args) -> dict | None:
-    """The checked ``--storage-options`` of parsed CLI ``args`` (``--set`` overrides checked too)."""
+    """The checked ``--storage-options`` of parsed CLI ``args``; ``--set`` overrides and ``--config`` checked too."""
     refuse_secret_sets(getattr(args, "sets", None))
+    refuse_readable_config(getattr(args, "config", None))
     return parse_storage_options(getattr(args, "storage_options", None))
 
 

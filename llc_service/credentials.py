@@ -24,7 +24,7 @@ from typing import Any
 from llc_service.errors import UsageError
 
 SECRET_KEY = re.compile(r"secret|password|passwd|credential|token(?!izer)|api_?key|access_?key|private_?key|^key$|session"
-                        r"|signature|sas_?url|connection_?string", re.IGNORECASE)
+                        r"|sas_?url|connection_?string", re.IGNORECASE)
 """Option or variable names that hold credentials (s3fs key/secret/token, botocore aws_*, gcsfs token, adlfs
 account_key/sas_token/connection_string, WANDB_API_KEY, ...); ``tokenizer`` is not one."""
 

@@ -50,6 +50,18 @@ def wandb_run_id(run_id: Any, checkpoint_step: Any, config_hash: Any, fingerprin
 
 
 
+def run_settings():
+    """wandb settings for every run the service creates: quiet, and nothing of the process in the run file.
+
+    ``x_disable_meta``: no system metadata, whose ``args`` is the process command line verbatim (``wandb sync``
+    uploads it); ``disable_code``/``save_code=False``/``disable_git``: no program source, diff or git state.
+    """
+    import wandb
+
+    return wandb.Settings(console="off", silent=True, disable_git=True, save_code=False, disable_code=True,
+                          x_disable_meta=True, x_disable_stats=True, x_save_requirements=False)
+
+
 def _finite(x: Any) -> Any:
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
@@ -105,10 +117,7 @@ class WandbSink:
         s = record.summary
         run_id, step = str(s["run_id"]), s.get("checkpoint_step")
         wid = wandb_run_id(run_id, step, s.get("config_hash"), s.get("checkpoint_fingerprint"), s.get("checkpoint_uri"))
-        # x_disable_meta: no system metadata, whose "args" is the process command line verbatim; with
-        # disable_code and save_code=False nothing of the program reaches the run file either
-        settings = wandb.Settings(console="off", silent=True, disable_git=True, save_code=False, disable_code=True,
-                                  x_disable_meta=True, x_disable_stats=True, x_save_requirements=False)
+        settings = run_settings()
         # WANDB_DIR read now, not when wandb first set itself up in this process (it caches its settings)
         run_dir = self.dir or os.environ.get("WANDB_DIR")
         run = wandb.init(project=self.project, entity=self.entity, dir=run_dir, id=wid,

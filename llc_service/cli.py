@@ -108,7 +108,6 @@ def _setup_logging(args) -> None:
 
 def _load_cfg(args, extra_sets: list[str] | None = None):
     from llc_service.config import load_config
-
     from llc_service.credentials import cli_storage_options  # refuses credentials on the command line
 
     opts = cli_storage_options(args)
@@ -157,9 +156,8 @@ def cmd_submit(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from llc_service.report import run_report
-
     from llc_service.credentials import cli_storage_options
+    from llc_service.report import run_report
 
     opts = cli_storage_options(args)
     text = run_report(args.results, run_id=args.run_id, plot=args.plot, storage_options=opts,

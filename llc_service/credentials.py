@@ -23,8 +23,8 @@ from typing import Any
 
 from llc_service.errors import UsageError
 
-SECRET_KEY = re.compile(r"secret|password|passwd|credential|token(?!izer)|api_?key|access_?key|private_?key|^key$|session"
-                        r"|sas_?url|connection_?string", re.IGNORECASE)
+SECRET_KEY = re.compile(r"secret|password|passwd|credential|token(?!izer)|api_?key|access_?key|private_?key"
+                        r"|^key$|session|sas_?url|connection_?string", re.IGNORECASE)
 """Option or variable names that hold credentials (s3fs key/secret/token, botocore aws_*, gcsfs token, adlfs
 account_key/sas_token/connection_string, WANDB_API_KEY, ...); ``tokenizer`` is not one."""
 

@@ -54,7 +54,8 @@ def test_storage_options_from_a_private_file_only(tmp_path):
 
 @pytest.mark.parametrize("argv, names", [
     (["--storage-options", json.dumps({"key": KEY_ID, "secret": SECRET})], ["'key'", "'secret'"]),
-    (["--storage-options", json.dumps({"client_kwargs": {"endpoint_url": "http://h", "aws_secret_access_key": SECRET}})],
+    (["--storage-options",
+      json.dumps({"client_kwargs": {"endpoint_url": "http://h", "aws_secret_access_key": SECRET}})],
      ["client_kwargs.aws_secret_access_key"]),
     (["--set", f'storage_options={{"token": "{SECRET}"}}'], ["'token'"]),
     (["--storage-options", f'{{"password": "{SECRET}"'], ["not valid JSON"]),  # malformed: still not echoed

@@ -22,7 +22,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="sets",
                    help="override one config field, typed (repeatable), e.g. --set epsilon=1e-4 --set num_chains=8")
     p.add_argument("--storage-options", metavar="JSON", default=None,
-                   help='extra fsspec options for buckets, data and results, e.g. \'{"anon": true}\'')
+                   help='extra fsspec options for buckets, data and results, e.g. \'{"anon": true}\', or @FILE: a JSON '
+                        'file only you can read, the place for credentials (never on the command line)')
     p.add_argument("--no-wandb", action="store_true", help="do not log to wandb (Parquet is always written)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -105,19 +106,15 @@ def _setup_logging(args) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _json_option(flag: str, text: str | None) -> dict | None:
-    from llc_service.config import json_object
-
-    return json_object(text, flag) if text else None
-
-
 def _load_cfg(args, extra_sets: list[str] | None = None):
     from llc_service.config import load_config
+    from llc_service.credentials import cli_storage_options  # refuses credentials on the command line
 
+    opts = cli_storage_options(args)
     sets = list(args.sets) + list(extra_sets or [])
     cfg = load_config(args.config, sets)
-    if args.storage_options:
-        cfg.storage_options = {**cfg.storage_options, **_json_option("--storage-options", args.storage_options)}
+    if opts:
+        cfg.storage_options = {**cfg.storage_options, **opts}
     if args.quiet:
         cfg.progress = False
     return cfg
@@ -159,9 +156,10 @@ def cmd_submit(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from llc_service.credentials import cli_storage_options
     from llc_service.report import run_report
 
-    opts = _json_option("--storage-options", args.storage_options)
+    opts = cli_storage_options(args)
     text = run_report(args.results, run_id=args.run_id, plot=args.plot, storage_options=opts,
                       wandb_project=args.wandb_project, echo=False)
     if text:

@@ -107,8 +107,9 @@ def _log_one(group, run: str, cfg: str, project, entity, dir, mode, results_uri)
     nbeta = group["nbeta"].dropna()
     config = {"run_id": run, "config_hash": cfg, "nbeta": float(nbeta.iloc[0]) if len(nbeta) else None,
               "results_uri": results_uri, "num_checkpoints": int(len(group))}
-    settings = wandb.Settings(console="off", silent=True, disable_git=True, save_code=False,
-                              x_disable_stats=True, x_save_requirements=False)
+    from llc_service.sinks.wandb import run_settings  # no command line or code in the run file
+
+    settings = run_settings()
     wrun = wandb.init(project=project, entity=entity, id=wid, name=f"{run} trajectory [{cfg}]", group=run,
                       job_type="trajectory", config=config, resume="allow", reinit="create_new", mode=mode,
                       dir=dir or os.environ.get("WANDB_DIR"), settings=settings)

@@ -99,18 +99,27 @@ def submit_job(job_yaml_path: str, address: str, sets: list[str] | None = None, 
     If a job with the same content was submitted before, attach to it instead. With ``follow`` stream its logs
     until it ends and return 0 if it SUCCEEDED, else 1; without, return 0 once it is submitted (1 if the existing
     job already FAILED or was STOPPED). ``timeout`` bounds the following (seconds); the job keeps running after.
-    Config errors in the job file raise ``ValueError``.
+    Config errors in the job file raise ``ValueError``, and so do credentials in the job (``CredentialsError``)
+    and a cluster that requires a Ray token when none is configured (see :mod:`llc_service.scheduler.ray_auth`).
     """
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
+    from llc_service.credentials import refuse_secrets_in_job
+    from llc_service.scheduler.ray_auth import auth_headers, check_client_auth, client_token, explain_auth_error
+
     spec = load_job(job_yaml_path, sets)
+    refuse_secrets_in_job(spec.fields, job_yaml_path)  # the dashboard shows entrypoint and runtime_env to all
+    token = client_token()
+    check_client_auth(address, token)
     err = sys.stderr
     try:
-        client = JobSubmissionClient(address)
+        client = JobSubmissionClient(address, headers=auth_headers(token))
         submitted = submit_spec(client, spec)
-    except (ConnectionError, RuntimeError) as exc:
-        print(f"llc-service submit: cannot submit to {address}: {exc}", file=err)
-        return 1
+    except (ConnectionError, RuntimeError, AuthenticationError) as exc:
+        why = explain_auth_error(exc, address, token)
+        print(f"llc-service submit: {why or f'cannot submit to {address}: {exc}'}", file=err)
+        return 2 if why else 1
     sid = spec.submission_id
     if submitted:
         print(f"submitted {sid} to {address}", file=err)

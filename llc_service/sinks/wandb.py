@@ -16,9 +16,9 @@ import json
 import logging
 import math
 import os
-import re
 from typing import Any
 
+from llc_service.credentials import redact
 from llc_service.sinks.base import register_sink
 from llc_service.sinks.record import MeasurementRecord
 
@@ -48,16 +48,18 @@ def wandb_run_id(run_id: Any, checkpoint_step: Any, config_hash: Any, fingerprin
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-_SECRET = re.compile(r"secret|password|passwd|credential|token|api_?key|access_?key|^key$|session", re.IGNORECASE)
 
 
-def redact(options: Any) -> Any:
-    """``storage_options`` without credentials: wandb configs are shared with everyone who sees the project."""
-    if isinstance(options, dict):
-        return {k: "<redacted>" if _SECRET.search(str(k)) else redact(v) for k, v in options.items()}
-    if isinstance(options, list):
-        return [redact(v) for v in options]
-    return options
+def run_settings():
+    """wandb settings for every run the service creates: quiet, and nothing of the process in the run file.
+
+    ``x_disable_meta``: no system metadata, whose ``args`` is the process command line verbatim (``wandb sync``
+    uploads it); ``disable_code``/``save_code=False``/``disable_git``: no program source, diff or git state.
+    """
+    import wandb
+
+    return wandb.Settings(console="off", silent=True, disable_git=True, save_code=False, disable_code=True,
+                          x_disable_meta=True, x_disable_stats=True, x_save_requirements=False)
 
 
 def _finite(x: Any) -> Any:
@@ -98,9 +100,8 @@ class WandbSink:
             config = json.loads(summary.get("config_json") or "{}")
         except (TypeError, ValueError):
             config = {"config_json": summary.get("config_json")}
-        if "storage_options" in config:
-            config["storage_options"] = redact(config["storage_options"])
         config.update({k: summary.get(k) for k in IDENTITY_KEYS})
+        config = redact(config)  # whatever else the row carries: wandb configs are seen by the whole project
         if self.results_uri:
             from llc_service.sinks.store import DRAWS, SUMMARY, result_relpath
 
@@ -116,8 +117,7 @@ class WandbSink:
         s = record.summary
         run_id, step = str(s["run_id"]), s.get("checkpoint_step")
         wid = wandb_run_id(run_id, step, s.get("config_hash"), s.get("checkpoint_fingerprint"), s.get("checkpoint_uri"))
-        settings = wandb.Settings(console="off", silent=True, disable_git=True, save_code=False,
-                                  x_disable_stats=True, x_save_requirements=False)
+        settings = run_settings()
         # WANDB_DIR read now, not when wandb first set itself up in this process (it caches its settings)
         run_dir = self.dir or os.environ.get("WANDB_DIR")
         run = wandb.init(project=self.project, entity=self.entity, dir=run_dir, id=wid,

@@ -57,9 +57,11 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _dashboard_up(url: str) -> bool:
+def _dashboard_up(url: str, token: str | None = None) -> bool:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"{url}/api/version", headers=headers)
     try:
-        with urllib.request.urlopen(f"{url}/api/version", timeout=2) as r:
+        with urllib.request.urlopen(request, timeout=2) as r:
             return r.status == 200
     except OSError:
         return False
@@ -98,14 +100,25 @@ def stop_head(head: RayHead, grace: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def ray_head(num_cpus: int = 2, start_timeout: float = 90.0, extra_env: dict | None = None):
-    """Start a head, wait until its job API answers, yield a :class:`RayHead`, stop it."""
+def ray_head(num_cpus: int = 2, start_timeout: float = 90.0, extra_env: dict | None = None,
+             token: str | None = None):
+    """Start a head, wait until its job API answers, yield a :class:`RayHead`, stop it.
+
+    Without ``token`` the head runs with ``RAY_AUTH_MODE=disabled`` (loopback only); with one it requires that
+    token (``RAY_AUTH_MODE=token``, given through a mode-600 ``RAY_AUTH_TOKEN_PATH`` file, as the Slurm script does).
+    """
     temp_dir = tempfile.mkdtemp(prefix="llcrayhead", dir="/tmp")  # short path: Unix socket length limit
     ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": temp_dir,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(extra_env or {})}
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN", None)
+    if token:
+        token_path = os.path.join(temp_dir, "auth_token")
+        with open(os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(token)
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=token_path)
     cmd = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
            f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus}", "--num-gpus=0", "--include-dashboard=true",
            "--object-store-memory=100000000", "--disable-usage-stats",
@@ -118,7 +131,7 @@ def ray_head(num_cpus: int = 2, start_timeout: float = 90.0, extra_env: dict | N
                    log_path, proc)
     try:
         deadline = time.monotonic() + start_timeout
-        while not _dashboard_up(head.dashboard_url):
+        while not _dashboard_up(head.dashboard_url, token):
             if proc.poll() is not None:
                 raise HeadUnavailable(f"ray start exited with {proc.returncode}:\n{head.log_tail()}")
             if time.monotonic() > deadline:

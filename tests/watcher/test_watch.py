@@ -61,8 +61,9 @@ def test_cli_watch_once_on_s3_source_and_results(tmp_path):
         Store("s3://wres", opts).put_file(write_tokens(tmp_path / "tokens.parquet"), "data/tokens.parquet")
         out = "s3://wres/llc"
         args = [cli_path(), "watch", src.uri(), "--data", data, "--out", out, "--once", "--interval", "0.5",
-                "--storage-options", json.dumps(opts), "--no-wandb", *tiny_sets()]
-        env = cli_env(tmp_path)
+                "--storage-options", json.dumps({"client_kwargs": opts["client_kwargs"]}), "--no-wandb", *tiny_sets()]
+        env = cli_env(tmp_path)  # credentials through the environment: the CLI refuses them on the command line
+        env.update(AWS_ACCESS_KEY_ID=opts["key"], AWS_SECRET_ACCESS_KEY=opts["secret"])
         try:
             first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=400, cwd=str(tmp_path))
             assert first.returncode == 0, first.stderr[-4000:]

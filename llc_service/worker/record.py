@@ -71,7 +71,7 @@ def summary_row(unit: MeasureUnit, cfg: MeasureConfig, info: CheckpointInfo, res
     """The summary-table row of one measurement (``result`` None: no estimate, see ``failure``)."""
     import numpy as np
 
-    from llc_service.sinks.wandb import redact
+    from llc_service.credentials import redact
 
     ref = info.ref or (unit.to_dict()["checkpoint"] if unit.ref else {})
     resolved = redact(cfg.to_dict()) | {"checkpoint_uri": unit.checkpoint_uri, "data_uri": unit.data_uri,

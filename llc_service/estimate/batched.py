@@ -28,13 +28,14 @@ slower than sequential chains). ``chain_batching="auto"`` therefore only batches
 
 from __future__ import annotations
 
-import math
-from typing import Any, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 
+from llc_service.config import SamplerConfig
 from llc_service.estimate import batches, seeding
+from llc_service.estimate.loop import run_loop
 
 # plain layers whose vmap rules are batched kernels (no per-sample fallback); "auto" batches models built of these
 _PLAIN = (torch.nn.Linear, torch.nn.Bilinear, torch.nn.Embedding, torch.nn.LayerNorm, torch.nn.Identity,
@@ -70,10 +71,28 @@ class _LossModule(torch.nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-class BatchedChains:
-    """Run several chains of one :class:`~llc_service.estimate.chains.Workspace` side by side."""
+class ChainWorkspace(Protocol):
+    """What :class:`BatchedChains` uses of a :class:`~llc_service.estimate.chains.Workspace` (typed here, not
+    imported: chains.py imports this module)."""
 
-    def __init__(self, ws):
+    cfg: SamplerConfig
+    device: torch.device
+    model: torch.nn.Module
+    loss_fn: Callable
+    flat: Any  # llc_service.sampler.FlatParams, bound
+    collated: Any
+    init: Callable
+    update: Callable
+
+    def autocast(self) -> Any: ...
+
+    def stream(self, chain: int, stream: int) -> batches.BatchStream: ...
+
+
+class BatchedChains:
+    """Run several chains of one workspace (a :class:`~llc_service.estimate.chains.Workspace`) side by side."""
+
+    def __init__(self, ws: ChainWorkspace):
         from torch.func import functional_call, vmap
 
         self.ws = ws
@@ -105,57 +124,24 @@ class BatchedChains:
     def run(self, chains: Sequence[int], bar=None) -> tuple[np.ndarray, list[int | None]]:
         """Run ``chains`` from w*; returns (len(chains), draws) draw losses (NaN after divergence) and the step at
         which each diverged (None if it did not)."""
-        from llc_service.estimate.chains import _Ticker
-
         ws, cfg, flat = self.ws, self.ws.cfg, self.ws.flat
         chains = list(chains)
         num = len(chains)
-        total = cfg.num_burnin + cfg.num_draws * cfg.num_steps_bw_draws
         w = flat.anchor.unsqueeze(0).repeat(num, 1).requires_grad_(True)  # (C, P): row i is chain i's weights
         rows = w.detach()  # the same storage, for the in-place steps
         states = [ws.init(rows[i], flat.anchor) for i in range(num)]
         gens = [seeding.generator(cfg.seed, c, seeding.NOISE, ws.device) for c in chains]
         streams = [ws.stream(c, seeding.DATA) for c in chains]
-        losses = np.full((num, total), np.nan)
-        diverged: list[int | None] = [None] * num
-        active = list(range(num))
-        on_host = ws.device.type == "cpu"
-        pending = torch.full((num, 32), float("nan"), dtype=torch.float64, device=ws.device) if not on_host else None
-        ticker = _Ticker(bar, per_tick=num)
-        for t in range(total):
+
+        def step(active: list[int]) -> torch.Tensor:
             idx = torch.stack([s.indices() for s in streams])  # (C, B): each chain's own data order
             batch = batches.to_device(batches.take(ws.collated, idx), ws.device)
             grads, loss = self.gradients(w, batch)
             for i in active:
                 ws.update(states[i], grads[i], gens[i])
-            if on_host:
-                values = loss.tolist()
-                for i in list(active):
-                    if math.isfinite(values[i]):
-                        losses[i, t] = values[i]
-                    else:
-                        self._retire(i, t, rows, diverged, active)
-            else:  # keep losses on the device; a finiteness check is a host sync, so check every 32 steps
-                pending[:, t % 32] = loss.detach()
-                if (t + 1) % 32 == 0 or t + 1 == total:
-                    lo = t - (t % 32)
-                    block = pending[:, : t - lo + 1].cpu().numpy()
-                    for i in list(active):
-                        bad = np.flatnonzero(~np.isfinite(block[i]))
-                        if bad.size:
-                            losses[i, lo:lo + bad[0]] = block[i, : bad[0]]
-                            self._retire(i, lo + int(bad[0]), rows, diverged, active)
-                        else:
-                            losses[i, lo:t + 1] = block[i]
-            ticker.tick()
-            if not active:
-                break
-        ticker.finish(total * num)
-        draws = losses[:, cfg.num_burnin::cfg.num_steps_bw_draws][:, : cfg.num_draws]
-        return draws, diverged
+            return loss
 
-    def _retire(self, i: int, t: int, w: torch.Tensor, diverged: list, active: list) -> None:
-        """Chain i diverged at step t: record it, stop stepping it, and park its row at w* (no NaN arithmetic)."""
-        diverged[i] = t
-        active.remove(i)
-        w[i].copy_(self.ws.flat.anchor)
+        def retire(i: int) -> None:  # park a diverged chain's row at w*: no NaN arithmetic in the later steps
+            rows[i].copy_(flat.anchor)
+
+        return run_loop(step, num, cfg, ws.device, bar, retire)

@@ -1,4 +1,4 @@
-"""The chain loop: forward, backward, record the draw loss, SGLD step; one chain after another.
+"""Running chains: one after another (:meth:`Workspace.run_chain`), or side by side (:mod:`.batched`).
 
 Every process that runs chains builds one working copy of the model (the caller's model is never touched),
 binds its parameters to flat fp32 buffers and resets them to w* at the start of each chain: no per-chain copies.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -18,13 +16,9 @@ import torch
 
 from llc_service.config import SamplerConfig
 from llc_service.estimate import batches, seeding
+from llc_service.estimate.batched import BatchedChains, auto_batchable
+from llc_service.estimate.loop import progress_bar, resolve_device, run_loop, total_steps
 from llc_service.sampler import FlatParams, build_sampler
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -81,100 +75,30 @@ class Workspace:
         return value
 
     def run_chain(self, chain: int, bar=None) -> tuple[np.ndarray, int | None]:
-        """Run one chain from w*; returns its draw losses (NaN after divergence) and the divergence step.
-
-        On CPU each step's loss is read as a Python float (no sync to avoid) into a NumPy trace, and checked at
-        once; on a GPU losses stay on the device and are checked every 32 steps (a check is a host sync).
-        """
-        cfg, flat = self.cfg, self.flat
+        """Run one chain from w*; returns its draw losses (NaN after divergence) and the divergence step."""
+        flat = self.flat
         flat.reset()
         state = self.init(flat.w, flat.anchor)
-        gen = seeding.generator(cfg.seed, chain, seeding.NOISE, self.device)
+        gen = seeding.generator(self.cfg.seed, chain, seeding.NOISE, self.device)
         data = self.stream(chain, seeding.DATA)
-        total = cfg.num_burnin + cfg.num_draws * cfg.num_steps_bw_draws
         model, loss_fn, update, grad = self.model, self.loss_fn, self.update, flat.grad
-        ticker = _Ticker(bar)
-        if self.device.type == "cpu":
-            losses = np.full(total, np.nan)
-            diverged_at = None
-            for t in range(total):
-                loss = loss_fn(model, next(data))
-                loss.backward()
-                value = loss.item()  # the fp32 loss, exactly, as a Python float
-                update(state, grad, gen)
-                grad.zero_()
-                if not math.isfinite(value):
-                    diverged_at = t
-                    break
-                losses[t] = value
-                ticker.tick()
-            ticker.finish(total)
-            return self._draws(losses), diverged_at
-        return self._run_chain_device(state, gen, data, total, ticker)
 
-    def _run_chain_device(self, state, gen, data, total, ticker) -> tuple[np.ndarray, int | None]:
-        losses = torch.full((total,), float("nan"), dtype=torch.float64, device=self.device)
-        model, loss_fn, update, grad = self.model, self.loss_fn, self.update, self.flat.grad
-        check_every = 32  # a finiteness check is a host sync on GPU
-        diverged_at = None
-        for t in range(total):
+        def step(active: list[int]) -> torch.Tensor:
             with self.autocast():
                 loss = loss_fn(model, next(data))
             loss.backward()
-            losses[t] = loss.detach()
             update(state, grad, gen)
             grad.zero_()
-            ticker.tick()
-            if (t + 1) % check_every == 0 or t + 1 == total:
-                lo = t + 1 - ((t % check_every) + 1)
-                window = losses[lo:t + 1]
-                if not bool(torch.isfinite(window).all()):
-                    bad = int(torch.nonzero(~torch.isfinite(window))[0]) + lo
-                    diverged_at = bad
-                    losses[bad:] = float("nan")
-                    break
-        ticker.finish(total)
-        return self._draws(losses.cpu().numpy()), diverged_at
+            return loss.detach().reshape(1)
 
-    def _draws(self, losses: np.ndarray) -> np.ndarray:
-        cfg = self.cfg
-        return losses[cfg.num_burnin::cfg.num_steps_bw_draws][: cfg.num_draws]
+        trace, diverged = run_loop(step, 1, self.cfg, self.device, bar)
+        return trace[0], diverged[0]
 
     def close(self) -> None:
         """Free the working copy and its buffers."""
         del self.model, self.flat, self.collated
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-class _Ticker:
-    """Advances a progress bar every ``every`` steps instead of every step (a tqdm update costs microseconds)."""
-
-    def __init__(self, bar, every: int = 16, per_tick: int = 1):
-        self.bar, self.every, self.per_tick, self.pending, self.done = bar, every, per_tick, 0, 0
-
-    def tick(self) -> None:
-        if self.bar is not None:
-            self.pending += self.per_tick
-            if self.pending >= self.every:
-                self.bar.update(self.pending)
-                self.done += self.pending
-                self.pending = 0
-
-    def finish(self, total: int) -> None:
-        """Account for every step of the chain, run or skipped after a divergence."""
-        if self.bar is not None and total > self.done:
-            self.bar.update(total - self.done)
-            self.done = total
-
-
-def progress_bar(total: int, enabled: bool | None, desc: str = "SGLD", position: int = 0):
-    from tqdm.auto import tqdm
-
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="step", disable=not enabled, position=position, leave=False,
-                dynamic_ncols=True)
 
 
 def use_vmap(ws: Workspace, num_chains: int) -> bool:
@@ -186,15 +110,11 @@ def use_vmap(ws: Workspace, num_chains: int) -> bool:
         return False
     if mode == "vmap":
         return True
-    from llc_service.estimate.batched import auto_batchable
-
     return auto_batchable(ws.model, ws.flat.numel, ws.device, num_chains)
 
 
 def _run_batched(ws: Workspace, chains: list[int], bar):
     """The vmap path; under "auto", a loss function vmap cannot batch falls back to one chain at a time."""
-    from llc_service.estimate.batched import BatchedChains
-
     try:
         block, diverged = BatchedChains(ws).run(chains, bar)
     except Exception as e:  # noqa: BLE001 - only reached under "auto" (re-raised for "vmap")
@@ -219,7 +139,7 @@ def run_chains(model: torch.nn.Module, data: Any, cfg: SamplerConfig, chains: Se
     ws = Workspace(model, data, cfg, loss_fn)
     try:
         init_loss = ws.init_loss()
-        steps_per_chain = cfg.num_burnin + cfg.num_draws * cfg.num_steps_bw_draws
+        steps_per_chain = total_steps(cfg)
         traces, diverged = [], []
         with progress_bar(steps_per_chain * len(chains), cfg.progress, desc) as bar:
             batched = None

@@ -89,7 +89,7 @@ class Workspace:
             loss.backward()
             update(state, grad, gen)
             grad.zero_()
-            return loss.detach().reshape(1)
+            return loss
 
         trace, diverged = run_loop(step, 1, self.cfg, self.device, bar)
         return trace[0], diverged[0]

@@ -55,16 +55,20 @@ class LossTrace:
             self.pending = torch.full((num_chains, CHECK_EVERY), float("nan"), dtype=torch.float64, device=device)
 
     def record(self, t: int, loss: torch.Tensor, active: list[int]) -> list[int]:
-        """Record step ``t``'s (chains,) losses of the ``active`` chains; returns the chains found diverged now."""
+        """Record step ``t``'s (chains,) losses (0-d for one chain) of the ``active`` chains; returns the chains
+        found diverged now."""
         if self.on_host:
-            values = loss.tolist()
-            bad = [i for i in active if not math.isfinite(values[i])]
+            values = loss.tolist()  # fp32 losses, exactly, as Python floats
+            if not isinstance(values, list):  # one chain's 0-d loss
+                values = [values]
+            found = []
             for i in active:
-                if i in bad:
-                    self.diverged_at[i] = t
-                else:
+                if math.isfinite(values[i]):
                     self.losses[i, t] = values[i]
-            return bad
+                else:
+                    self.diverged_at[i] = t
+                    found.append(i)
+            return found
         self.pending[:, t % CHECK_EVERY] = loss.detach()
         if (t + 1) % CHECK_EVERY and t + 1 != self.total:
             return []
@@ -89,7 +93,7 @@ def run_loop(step: Callable[[list[int]], torch.Tensor], num_chains: int, cfg: Sa
     after a divergence) and the step at which each diverged (None if it did not).
 
     ``step(active)`` takes one SGLD step of the ``active`` chains (indices into ``range(num_chains)``) and returns
-    the (num_chains,) minibatch losses of the forward that produced the gradient; rows of inactive chains are
+    the (num_chains,) minibatch losses (0-d for one chain) of the forward that produced the gradient; rows of inactive chains are
     ignored. A diverged chain leaves ``active`` and ``retire(i)`` is called for it; the loop ends early when no
     chain is left.
     """

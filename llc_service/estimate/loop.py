@@ -93,9 +93,9 @@ def run_loop(step: Callable[[list[int]], torch.Tensor], num_chains: int, cfg: Sa
     after a divergence) and the step at which each diverged (None if it did not).
 
     ``step(active)`` takes one SGLD step of the ``active`` chains (indices into ``range(num_chains)``) and returns
-    the (num_chains,) minibatch losses (0-d for one chain) of the forward that produced the gradient; rows of inactive chains are
-    ignored. A diverged chain leaves ``active`` and ``retire(i)`` is called for it; the loop ends early when no
-    chain is left.
+    the (num_chains,) minibatch losses (0-d for one chain) of the forward that produced the gradient; rows of
+    inactive chains are ignored. A diverged chain leaves ``active`` and ``retire(i)`` is called for it; the loop
+    ends early when no chain is left.
     """
     total = total_steps(cfg)
     trace = LossTrace(num_chains, total, device)

@@ -208,3 +208,15 @@ def refuse_secrets_in_job(fields: dict, source: str) -> None:
             raise CredentialsError(f"job {source}: {part} (shown in the Ray dashboard) holds credentials "
                                    f"({', '.join(repr(k) for k in keys)}); give them to the cluster's nodes "
                                    f"instead (Kubernetes secrets, the environment of the Slurm job); {WHERE}")
+
+
+def run_settings():
+    """wandb settings for every run the service creates: quiet, and nothing of the process in the run file.
+
+    ``x_disable_meta``: no system metadata, whose ``args`` is the process command line verbatim (``wandb sync``
+    uploads it); ``disable_code``/``save_code=False``/``disable_git``: no program source, diff or git state.
+    """
+    import wandb
+
+    return wandb.Settings(console="off", silent=True, disable_git=True, save_code=False, disable_code=True,
+                          x_disable_meta=True, x_disable_stats=True, x_save_requirements=False)

@@ -107,7 +107,7 @@ def _log_one(group, run: str, cfg: str, project, entity, dir, mode, results_uri)
     nbeta = group["nbeta"].dropna()
     config = {"run_id": run, "config_hash": cfg, "nbeta": float(nbeta.iloc[0]) if len(nbeta) else None,
               "results_uri": results_uri, "num_checkpoints": int(len(group))}
-    from llc_service.sinks.wandb import run_settings  # no command line or code in the run file
+    from llc_service.credentials import run_settings  # no command line or code in the run file
 
     settings = run_settings()
     wrun = wandb.init(project=project, entity=entity, id=wid, name=f"{run} trajectory [{cfg}]", group=run,

@@ -18,7 +18,7 @@ import math
 import os
 from typing import Any
 
-from llc_service.credentials import redact
+from llc_service.credentials import redact, run_settings
 from llc_service.sinks.base import register_sink
 from llc_service.sinks.record import MeasurementRecord
 
@@ -48,18 +48,6 @@ def wandb_run_id(run_id: Any, checkpoint_step: Any, config_hash: Any, fingerprin
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-
-
-def run_settings():
-    """wandb settings for every run the service creates: quiet, and nothing of the process in the run file.
-
-    ``x_disable_meta``: no system metadata, whose ``args`` is the process command line verbatim (``wandb sync``
-    uploads it); ``disable_code``/``save_code=False``/``disable_git``: no program source, diff or git state.
-    """
-    import wandb
-
-    return wandb.Settings(console="off", silent=True, disable_git=True, save_code=False, disable_code=True,
-                          x_disable_meta=True, x_disable_stats=True, x_save_requirements=False)
 
 
 def _finite(x: Any) -> Any:

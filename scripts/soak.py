@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "of watchers and Ray workers; then checks exactly-once results against a clean run.",
         epilog="Example (the long run in docs/soak.md):\n"
                "  PYTHONPATH=$PWD .venv/bin/python scripts/soak.py --checkpoints 36 --watchers 3 --duration 240 "
-               "\\\n      --watcher-kills 6 --worker-kills 6 --fault-rate 0.05 --seed 1\n"
+               "\\\n      --watcher-kills 6 --worker-kills 6 --fault-rate 0.05 --lease 20 --seed 1\n"
                "Exit code: 0 = nothing lost or duplicated and the outcome table matches a clean run; 1 otherwise.")
     p.add_argument("--checkpoints", type=int, default=6, help="checkpoints to write (default 6)")
     p.add_argument("--watchers", type=int, default=2, help="watcher processes running at once (default 2)")
@@ -73,7 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the schedule, the faults and the weights (default 0)")
     p.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the Ray head (default 2)")
     p.add_argument("--interval", type=float, default=1.0, help="watchers' --interval (default 1 s)")
-    p.add_argument("--lease", type=float, default=10.0, help="claims' lease_seconds (default 10 s)")
+    p.add_argument("--lease", type=float, default=15.0,
+                   help="claims' lease_seconds (default 15 s; renewed every quarter lease)")
     p.add_argument("--max-retries", type=int, default=8,
                    help="max_retries of the measurement config: enough that bounded kills never exhaust it "
                         "(default 8)")
@@ -140,8 +141,17 @@ def run(args: argparse.Namespace) -> dict:
         unreleased_claims=verdict.unreleased_claims, statuses=sorted(set(verdict.statuses.values())),
         tables_match=not verdict.mismatches, bit_identical=verdict.bit_identical,
         watcher_exits=watchers.exits, events=log_counts(workdir), problems=verdict.problems(), ok=verdict.ok,
-        wall_seconds=round(time.monotonic() - t0, 1))
+        wall_seconds=round(time.monotonic() - t0, 1), cpu_seconds=round(_cpu_seconds(), 1),
+        load_average=[round(x, 1) for x in os.getloadavg()])
     return figures
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of the children it waited for (watchers, the Ray head's process tree)."""
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def chaos(args, rng, s3, ckpts, watchers, head, t0) -> dict:
@@ -239,7 +249,8 @@ def line(f: dict) -> str:
             f"retries, {f['events']['takeovers']} claim takeovers, {f['events']['lease_losses']} lease losses; "
             f"lost {f['lost']}, "
             f"duplicated {f['duplicated']}, bad draws {f['bad_draws']}, live claims {f['live_claims']}, "
-            f"table vs clean run: {table}, wall {f['wall_seconds']:.0f}s")
+            f"table vs clean run: {table}, wall {f['wall_seconds']:.0f}s (CPU {f['cpu_seconds']:.0f}s, "
+            f"load {f['load_average'][0]:.1f})")
 
 
 def main(argv=None) -> int:

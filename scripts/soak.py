@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -224,8 +225,9 @@ def wait_leases(s3, lease: float, last_kill_epoch: float) -> None:
         time.sleep(remaining)
 
 
-LOG_EVENTS = {"lease_losses": "lost our claim", "takeovers": "took over the expired claim",
-              "transient_retries": "failed [transient]", "storage_warnings": "failed (", "measured": ": ok λ̂="}
+LOG_EVENTS = {"lease_losses": r"lost our claim", "takeovers": r"took over the expired claim",
+              "transient_retries": r"failed \[transient\]", "storage_warnings": r"failed \(",
+              "measured": r"\[ok\]|: ok λ̂="}  # the outcome line, in its current and its earlier format
 
 
 def log_counts(workdir: Path) -> dict:
@@ -234,8 +236,8 @@ def log_counts(workdir: Path) -> dict:
     for path in sorted(workdir.glob("watcher*.log")) + [workdir / "drain.log"]:
         with contextlib.suppress(OSError):
             for text in path.read_text(errors="replace").splitlines():
-                for name, needle in LOG_EVENTS.items():
-                    counts[name] += needle in text
+                for name, pattern in LOG_EVENTS.items():
+                    counts[name] += re.search(pattern, text) is not None
     return counts
 
 

@@ -50,6 +50,7 @@ class FaultPolicy:
             raise ValueError(f"unknown fault kind(s) {sorted(unknown)}; known: {FAULT_KINDS}")
         self.outage_every, self.outage_seconds = outage_every, outage_seconds
         self.enabled = True
+        self._forced: list[tuple[str, str | None]] = []  # (kind, method) for the next matching requests
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
@@ -60,11 +61,23 @@ class FaultPolicy:
         t = time.monotonic() - self._t0
         return t >= self.outage_every and (t % self.outage_every) < self.outage_seconds
 
-    def draw(self) -> str | None:
+    def force(self, kind: str, method: str | None = None, times: int = 1) -> None:
+        """Give the next ``times`` requests (with this HTTP ``method``, if given) fault ``kind``, whatever the rate
+        (for tests that need one fault at one exact request)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; known: {FAULT_KINDS}")
+        with self._lock:
+            self._forced += [(kind, method)] * times
+
+    def draw(self, method: str = "") -> str | None:
         """The fault for the next request, or None to forward it untouched."""
         if not self.enabled:
             return None
         with self._lock:
+            for i, (kind, only) in enumerate(self._forced):
+                if only is None or only == method:
+                    del self._forced[i]
+                    return kind
             hit = self.in_outage() or self._rng.random() < self.rate
             if not hit:
                 return None
@@ -181,7 +194,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self._read_body()
-        fault = self.owner.policy.draw()
+        fault = self.owner.policy.draw(self.command)
         if fault in _ERRORS:
             self.owner.count(fault)
             self._send_error_xml(*_ERRORS[fault])

@@ -182,6 +182,9 @@ class ClaimStore:
         token = self.cas.replace(self.path(claim.key), renewed.to_bytes(), claim.token)
         if token is None:
             holder = self.read(claim.key)
+            if holder is not None and holder.owner == self.owner and holder.nonce == renewed.nonce:
+                # our PUT went through but its answer was lost; the retry's stale If-Match was refused
+                return dataclasses.replace(renewed, token=holder.token)
             raise ClaimLost(f"claim {self.path(claim.key)} was taken over by "
                             f"{holder.owner if holder else 'nobody (deleted)'}")
         return dataclasses.replace(renewed, token=token)

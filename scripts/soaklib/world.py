@@ -128,6 +128,7 @@ def watch_args(endpoint_url: str, results: str, address: str, args) -> list[str]
 
     sets = {**MEASURE, "max_retries": args.max_retries, "lease_seconds": args.lease}
     out = ["watch", SOURCE, "--data", DATA, "--out", results, "--interval", str(args.interval), "--address", address,
+           *(["--max-concurrent", str(args.max_concurrent)] if args.max_concurrent else []),
            "--no-wandb", "-q", "--storage-options", json.dumps({"client_kwargs": {"endpoint_url": endpoint_url}})]
     for k, v in sets.items():
         out += ["--set", f"{k}={'null' if v is None else v}"]

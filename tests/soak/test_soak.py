@@ -4,7 +4,7 @@ mid-measurement. The script checks RESULTS itself; here its figures are asserted
 process behind.
 
 Short version by default (4 checkpoints, 2 watchers, 1 + 1 kills, 5 % faults plus outages); the long one
-(36 checkpoints, 3 watchers, 6 + 6 kills) is ``slow``. Figures of a long run: docs/soak.md.
+(36 checkpoints, 3 watchers, 6 + 6 kills, at most 2 measurements in flight per watcher) is ``slow``. Figures of a long run: docs/soak.md.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def test_soak_short(tmp_path):
 @pytest.mark.slow
 def test_soak_long(tmp_path):
     f, line = _soak(tmp_path, "--checkpoints", "36", "--watchers", "3", "--duration", "240", "--watcher-kills", "6",
-                    "--worker-kills", "6", "--fault-rate", "0.05", "--lease", "20", "--seed", "1",
-                    timeout=3300)
+                    "--worker-kills", "6", "--fault-rate", "0.05", "--lease", "20", "--max-concurrent", "2",
+                    "--seed", "1", timeout=3300)
     _assert_clean_outcome(f, line, checkpoints=36, watchers=3)
     assert f["watcher_kills"] == 6 and f["worker_kills"] >= 3

@@ -34,6 +34,7 @@ import logging
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from soaklib import world  # noqa: E402
 from soaklib.check import check_results, compare_with_clean  # noqa: E402
-from soaklib.procs import BIN, Watchers, stop_head, start_head  # noqa: E402
+from soaklib.procs import BIN, Watchers, start_head, stop_head  # noqa: E402
 
 log = logging.getLogger("soak")
 
@@ -263,6 +264,8 @@ def line(f: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the ExitStack stops every process we started
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s soak: %(message)s")
     for noisy in ("werkzeug", "botocore", "s3fs", "aiobotocore", "urllib3", "fsspec"):

@@ -4,14 +4,17 @@ mid-measurement. The script checks RESULTS itself; here its figures are asserted
 process behind.
 
 Short version by default (4 checkpoints, 2 watchers, 1 + 1 kills, 5 % faults plus outages); the long one
-(36 checkpoints, 3 watchers, 6 + 6 kills, at most 2 measurements in flight per watcher) is ``slow``. Figures of a long run: docs/soak.md.
+(36 checkpoints, 3 watchers, 6 + 6 kills, at most 2 measurements in flight per watcher) is ``slow``. Figures
+of a long run: docs/soak.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,15 +44,26 @@ def _soak(tmp_path: Path, *args: str, timeout: float) -> tuple[dict, str]:
     workdir = tmp_path / "soak"
     out_json = tmp_path / "figures.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(":"))
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args, "--workdir", str(workdir), "--json", str(out_json)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     try:
-        proc = subprocess.run([sys.executable, str(SCRIPT), *args, "--workdir", str(workdir), "--json",
-                               str(out_json)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # soak.py unwinds on SIGTERM and stops what it started
+        stdout, stderr = proc.communicate(timeout=120)
+        pytest.fail(f"soak.py ran over {timeout:.0f}s\n{stderr[-6000:]}")
     finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         leftovers = _our_stragglers(str(workdir))
+        for pid in leftovers:  # only processes that carry our private workdir: ours
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     assert not leftovers, f"soak.py left processes running: {leftovers}"
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("soak: ")]
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    assert len(lines) == 1, proc.stdout
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("soak: ")]
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{stdout[-3000:]}\n{stderr[-6000:]}"
+    assert len(lines) == 1, stdout
     return json.loads(out_json.read_text()), lines[0]
 
 

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--run-id", default=None, help="training run id (default: the checkpoint's parent folder name)")
     m.add_argument("--processes", type=int, default=None,
                    help="processes on this node (default: one per GPU, 1 on CPU); chains are split between them")
+    m.add_argument("--dry-run", action="store_true",
+                   help="print the memory plan (bytes per device for each shard size, from config.json and the "
+                        "safetensors headers; no weights read) and exit without measuring")
     _add_config_args(m)
 
     w = sub.add_parser("watch", help="measure every complete new checkpoint under a source, exactly once",
@@ -123,6 +126,8 @@ def _load_cfg(args, extra_sets: list[str] | None = None):
 def cmd_measure(args) -> int:
     extra = [f"processes={args.processes}"] if args.processes else []
     cfg = _load_cfg(args, extra)
+    if args.dry_run:
+        return _dry_run(args.checkpoint, cfg)
     from llc_service.sinks.base import summary_line
     from llc_service.worker.measure import measure_checkpoint
 
@@ -131,6 +136,16 @@ def cmd_measure(args) -> int:
     print(summary_line(row))
     print(f"results: {args.out}")
     return 0 if row.get("status") == "ok" else 1
+
+
+def _dry_run(checkpoint: str, cfg) -> int:
+    from llc_service.worker.distributed import resolve_processes
+    from llc_service.worker.memory_plan import plan_memory, read_shape, refusal
+
+    plan = plan_memory(read_shape(checkpoint, cfg.storage_options), cfg, resolve_processes(cfg))
+    print(plan.table())
+    print(f"shard_size: {plan.chosen}" if plan.chosen is not None else refusal(plan))
+    return 0
 
 
 def cmd_watch(args) -> int:

@@ -122,6 +122,12 @@ class MeasureConfig(SamplerConfig):
     wandb_entity: str | None = field(default=None, metadata=RUNTIME)
     processes: int | None = field(default=None, metadata=RUNTIME)
     """Processes per measurement (one per GPU by default, 1 on CPU)."""
+    shard_size: int | str = field(default="auto", metadata=RUNTIME)
+    """Processes sharing one copy of the model (FSDP2); must divide ``processes``. "auto": the smallest that fits
+    ``device_memory_gb`` by the memory plan (see docs/large-models.md). Results do not depend on it."""
+    device_memory_gb: float | None = field(default=None, metadata=RUNTIME)
+    """Memory of one device for the memory plan (None: the GPU's memory; on CPU the host's available memory
+    divided by the processes)."""
     gpus_per_measurement: float = field(default=1.0, metadata=RUNTIME)
     cpus_per_measurement: float = field(default=1.0, metadata=RUNTIME)
     max_retries: int = field(default=2, metadata=RUNTIME)
@@ -141,6 +147,12 @@ class MeasureConfig(SamplerConfig):
         _check(self, "seq_len", self.seq_len >= 2, "must be >= 2")
         _check(self, "max_rows", self.max_rows is None or self.max_rows >= 1, "must be >= 1 or null")
         _check(self, "processes", self.processes is None or self.processes >= 1, "must be >= 1 or null")
+        _check(self, "shard_size", self.shard_size == "auto" or (isinstance(self.shard_size, int)
+                                                                  and not isinstance(self.shard_size, bool)
+                                                                  and self.shard_size >= 1),
+               'must be an integer >= 1 or "auto"')
+        _check(self, "device_memory_gb", self.device_memory_gb is None or self.device_memory_gb > 0,
+               "must be > 0 or null")
         _check(self, "max_retries", self.max_retries >= 0, "must be >= 0")
         _check(self, "lease_seconds", self.lease_seconds > 0 and math.isfinite(self.lease_seconds),
                "must be a finite number > 0")
@@ -255,6 +267,13 @@ def coerce_value(tp: Any, value: Any, where: str, label: str = "config field", l
     if tp is Any:
         return value
     base, optional = _split_optional(tp)
+    if typing.get_origin(base) in (typing.Union, types.UnionType):  # e.g. int | str: the first type that takes it
+        for option in typing.get_args(base):
+            try:
+                return coerce_value(option | None if optional else option, value, where, label, lenient)
+            except UsageError:
+                continue
+        raise UsageError(f"{label} {where!r} expects one of {typing.get_args(base)}, got {value!r}")
     origin = typing.get_origin(base) or base
 
     def refuse(extra: str = "") -> UsageError:

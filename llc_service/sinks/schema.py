@@ -53,6 +53,8 @@ _SUMMARY = [
     ("weight_sketch", "list<float32>", True),
     ("device", "string", True),
     ("world_size", "int32", True),
+    ("shard_size", "int32", True),
+    ("peak_memory_mb", "float64", True),
     ("code_version", "string", True),
     ("started_at", "timestamp[us, UTC]", True),
     ("ended_at", "timestamp[us, UTC]", True),

@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from llc_service.config import MeasureConfig
-from llc_service.errors import UsageError
+from llc_service.errors import PermanentError, UsageError
+from llc_service.worker.memory_plan import plan_shard_size
 from llc_service.worker.rank import chains_for_rank, run_measurement
+from llc_service.worker.record import write_failure
 from llc_service.worker.unit import MeasureUnit
 
 __all__ = ["chains_for_rank", "measure_checkpoint", "measure_unit"]
@@ -31,6 +33,10 @@ def measure_unit(unit: MeasureUnit, cfg: MeasureConfig) -> dict:
     if world > cfg.num_chains:  # a usage error, not an outcome of this checkpoint: nothing is written
         raise UsageError(f"processes={world} is more than num_chains={cfg.num_chains}: every process needs at "
                          f"least one chain (lower --processes or raise num_chains)")
+    try:  # the memory plan, from headers alone: refuse what cannot fit before anything is loaded
+        cfg = plan_shard_size(unit, cfg, world)
+    except PermanentError as exc:
+        return write_failure(unit, cfg, exc, world)
     if world > 1:
         return distributed.launch(unit, cfg, world)
     return run_measurement(unit, cfg, rank=0, world=1)

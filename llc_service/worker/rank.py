@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from llc_service.config import MeasureConfig
 from llc_service.errors import CheckpointPending
+from llc_service.worker.memory_plan import peak_memory_mb
 from llc_service.worker.record import CheckpointInfo, Failure, summary_row, write_record
 from llc_service.worker.unit import MeasureUnit
 
@@ -52,6 +53,7 @@ def run_measurement(unit: MeasureUnit, cfg: MeasureConfig, rank: int = 0, world:
     except Exception as exc:  # every failure becomes a recorded row
         log.debug("measurement failed on rank %d", rank, exc_info=True)
         mine.failure = Failure.of(exc)
+    mine.info.peak_memory_mb = peak_memory_mb(device or mine.info.device)
     results = gather(mine) if gather is not None else [mine]
     if rank != 0:
         return None
@@ -104,6 +106,8 @@ def _finish(unit: MeasureUnit, cfg: MeasureConfig, results: list[RankResult], wo
     from llc_service.estimate import AllChainsDivergedError, merge_runs, result_from_runs
 
     info = results[0].info
+    peaks = [r.info.peak_memory_mb for r in results if r.info.peak_memory_mb is not None]
+    info.peak_memory_mb = max(peaks) if peaks else None
     failures = [r.failure for r in results if r.failure is not None]
     result, status, failure, trace, running = None, "ok", None, None, None
     if failures:

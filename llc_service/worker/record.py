@@ -36,6 +36,8 @@ class CheckpointInfo:
     data_fingerprint: str | None = None
     num_rows: int | None = None
     device: str | None = None
+    peak_memory_mb: float | None = None
+    """Peak memory of the measuring process (max over ranks once gathered)."""
 
 
 @dataclass
@@ -99,6 +101,8 @@ def summary_row(unit: MeasureUnit, cfg: MeasureConfig, info: CheckpointInfo, res
         "weight_sketch": None if info.weight_sketch is None else np.asarray(info.weight_sketch).tolist(),
         "device": info.device,
         "world_size": world,
+        "shard_size": cfg.shard_size if isinstance(cfg.shard_size, int) else None,
+        "peak_memory_mb": info.peak_memory_mb,
         "code_version": code_version(),
         "started_at": started or datetime.now(timezone.utc),
         "ended_at": datetime.now(timezone.utc),

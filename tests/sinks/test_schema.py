@@ -21,7 +21,8 @@ EXPECTED_SUMMARY = {
     "num_draws": pa.int32(), "num_burnin": pa.int32(), "batch_size": pa.int32(), "seed": pa.int64(),
     "config_json": pa.string(), "data_uri": pa.string(), "data_fingerprint": pa.string(), "model_type": pa.string(),
     "num_params": pa.int64(), "weight_norm": pa.float64(), "weight_sketch": pa.list_(pa.float32()),
-    "device": pa.string(), "world_size": pa.int32(), "code_version": pa.string(), "started_at": TS, "ended_at": TS,
+    "device": pa.string(), "world_size": pa.int32(), "shard_size": pa.int32(),
+    "peak_memory_mb": pa.float64(), "code_version": pa.string(), "started_at": TS, "ended_at": TS,
     "wall_seconds": pa.float64(),
 }
 EXPECTED_DRAWS = {

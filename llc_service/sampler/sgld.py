@@ -13,7 +13,8 @@ preconditioner ``G`` (see :mod:`.rmsprop_sgld`) the drift is multiplied by ``G``
 Optionally each weight is clamped to ``[w* - box, w* + box]`` after the step.
 
 All state is flat fp32 tensors; ``update`` writes into them in place and returns the same state object, so a
-step allocates nothing. The noise comes from the generator passed in: one per chain, never the global RNG.
+step allocates nothing. The noise comes from the generator passed in: one per chain, never the global RNG (or a
+:class:`~llc_service.sampler.noise.NoiseSlices`: the same values for a shard of the parameters).
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def build(epsilon: float, nbeta: float, gamma: float, weight_decay: float = 0.0,
             drift.mul_(g_pre)
         w.add_(drift, alpha=-half_eps)
         if noise_std:
-            noise = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype, out=drift)
+            fill = getattr(generator, "fill_normal", None)  # a NoiseSlices: this shard's part of the chain's noise
+            noise = fill(drift) if fill is not None else torch.randn(w.shape, generator=generator, device=w.device,
+                                                                     dtype=w.dtype, out=drift)
             if g_pre is not None:
                 noise.mul_(g_pre.sqrt())
             w.add_(noise, alpha=noise_std)

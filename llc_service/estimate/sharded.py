@@ -1,0 +1,127 @@
+"""One chain's SGLD with the model sharded over the k processes of a shard group (torch FSDP2).
+
+Each process of the group holds 1/k of every parameter (``fully_shard`` per transformer block, then the root,
+over the group's 1-D device mesh: the ``"shard"`` dimension of a ``("chain", "shard")`` mesh), takes 1/k of each
+minibatch's rows, and FSDP2 averages the gradients over the group: the gradient of the whole minibatch's mean loss
+(``batch_size`` must divide by k). The step is the sampler core of :mod:`llc_service.sampler` applied in place to
+each parameter's local shard, and the noise is :class:`~llc_service.sampler.noise.NoiseSlices`: the values the
+unsharded sampler draws, so a chain's draws do not depend on k (up to the order of float reductions).
+
+Pitfalls this module avoids: DTensor's random ops are not used (noise is drawn here, per chain); a ``no_grad``
+forward leaves the root's parameters unsharded, so every step reshards before updating; accelerate's FSDP plugin
+does not shard on CPU, so ``fully_shard`` is called directly. Not yet wired into the worker (issue #11).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from llc_service.estimate import batches, seeding
+from llc_service.sampler import build_sampler
+from llc_service.sampler.noise import NoiseSlices
+
+
+def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated transformer blocks (each one FSDP unit): the children of the first ``ModuleList``."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) > 0:
+            return list(module)
+    return []
+
+
+def shard_model(model: torch.nn.Module, mesh) -> torch.nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    for block in blocks(model):
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def reshard(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if hasattr(module, "reshard") and type(module).__name__.startswith("FSDP"):
+            module.reshard()
+
+
+class ShardedChains:
+    """Run chains one after another on a model already sharded over ``mesh`` (a 1-D shard mesh)."""
+
+    def __init__(self, model: torch.nn.Module, data: Any, cfg, mesh, loss_fn: Callable | None = None):
+        from torch.distributed.tensor import DTensor
+
+        self.cfg, self.mesh, self.model = cfg, mesh, model
+        self.k, self.rank = mesh.size(), mesh.get_local_rank()
+        if cfg.batch_size % self.k:
+            raise ValueError(f"batch_size={cfg.batch_size} must divide by shard_size={self.k}")
+        self.loss_fn = loss_fn or batches.causal_lm_loss
+        self.collated, self.n = batches.materialize(data), batches.num_rows(data)
+        pattern = re.compile(cfg.param_filter) if cfg.param_filter else None
+        self.locals, self.ranges, self.params = [], [], []
+        offset = 0
+        for name, p in model.named_parameters():  # the unsharded sampler's flat order
+            if pattern is not None and not pattern.search(name):
+                p.requires_grad_(False)
+                continue
+            with torch.no_grad():  # the shard's own storage, outside autograd (the step writes into it in place)
+                local = (p.to_local() if isinstance(p, DTensor) else p).detach()
+            start = offset + _local_offset(p) if isinstance(p, DTensor) else offset
+            self.params.append(p)
+            self.locals.append(local)
+            self.ranges.append((start, start + local.numel()))
+            offset += p.numel()
+        self.total = offset
+        self.anchors = [t.detach().clone() for t in self.locals]
+        self.init, self.update = build_sampler(cfg)
+
+    def _loss(self, batch) -> torch.Tensor:
+        rows = self.cfg.batch_size // self.k
+        mine = batches.take(batch, torch.arange(self.rank * rows, (self.rank + 1) * rows))
+        return self.loss_fn(self.model, mine)
+
+    def run_chain(self, chain: int) -> np.ndarray:
+        """This chain's per-step losses of the whole minibatch (the same on every rank of the group)."""
+        import torch.distributed as dist
+
+        cfg = self.cfg
+        with torch.no_grad():
+            for t, a in zip(self.locals, self.anchors):
+                t.copy_(a)
+        states = [self.init(t.view(-1), a.view(-1)) for t, a in zip(self.locals, self.anchors)]
+        noise = NoiseSlices(seeding.generator(cfg.seed, chain, seeding.NOISE), self.total)
+        data = batches.BatchStream(self.collated, self.n, cfg.batch_size,
+                                   seeding.generator(cfg.seed, chain, seeding.DATA))
+        steps = cfg.num_burnin + cfg.num_draws * cfg.num_steps_bw_draws
+        losses = np.full(steps, np.nan)
+        group = self.mesh.get_group()
+        for t in range(steps):
+            loss = self._loss(next(data))
+            loss.backward()
+            value = loss.detach().clone()
+            dist.all_reduce(value, group=group)
+            reshard(self.model)
+            with torch.no_grad():
+                noise.begin()
+                for p, state, (lo, hi) in zip(self.params, states, self.ranges):
+                    grad = p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+                    noise.select(lo, hi)
+                    self.update(state, grad.reshape(-1), noise)
+                    p.grad = None
+                noise.end()
+            losses[t] = float(value) / self.k
+            if not np.isfinite(losses[t]):
+                break
+        return losses
+
+
+def _local_offset(p) -> int:
+    """Where this rank's shard of ``p`` starts in ``p`` flattened (FSDP2 shards rows: dim 0)."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    _, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
+    row = int(np.prod(p.shape[1:])) if p.dim() > 1 else 1
+    return int(offset[0]) * row if p.dim() else 0

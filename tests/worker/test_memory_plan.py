@@ -180,13 +180,14 @@ print(json.dumps({"status": row["status"], "before": before,
 
 @pytest.mark.slow
 def test_plan_matches_the_measured_peak_on_cpu(tmp_path):
-    """A 6.8M-parameter GPT-NeoX (hidden 512, 2 layers), one chain, batch 4 × 32 tokens: the measured growth of the
-    resident set during the measurement is within ±20% of the plan without the process's own baseline."""
+    """A 26M-parameter GPT-NeoX (hidden 1024, 2 layers), one chain, batch 4 × 32 tokens, in a fresh process: its
+    peak resident set is within ±20% of the plan's total (the plan's runtime constant included; calibrated at
+    0.92-0.99 of the plan, see docs/large-models.md)."""
     from llc_service.demo import assets
     from tests.helpers.checkpoints import tiny_model, tiny_tokenizer
     from tests.helpers.measure import write_token_parquet
 
-    model = tiny_model("gpt_neox", hidden=512, layers=2, heads=4)
+    model = tiny_model("gpt_neox", hidden=1024, layers=2, heads=4)
     ckpt = assets.save_checkpoint(model, tmp_path / "run" / "step1", tokenizer=tiny_tokenizer())
     data = write_token_parquet(tmp_path / "tokens.parquet", rows=64, seq_len=32)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
@@ -196,6 +197,5 @@ def test_plan_matches_the_measured_peak_on_cpu(tmp_path):
     assert got["status"] == "ok", proc.stderr[-2000:]
     shape = mp.read_shape(str(ckpt))
     planned = sum(mp.plan_bytes(shape, set(shape.tensors), 1, sampler="sgld", batch_size=4, seq_len=32,
-                                device="cpu").values()) - mp.RUNTIME_CPU_BYTES
-    measured = got["peak"] - got["before"]
-    assert 0.8 * planned <= measured <= 1.2 * planned, (measured / MB, planned / MB)
+                                device="cpu").values())
+    assert 0.8 * planned <= got["peak"] <= 1.2 * planned, (got["peak"] / MB, planned / MB)

@@ -165,15 +165,13 @@ def test_dry_run_prints_the_plan_and_measures_nothing(neox, tmp_path, capsys):
 
 _PEAK = r"""
 import json, resource, sys
-import psutil
 from llc_service.config import MeasureConfig, build_config
 from llc_service.worker.measure import measure_checkpoint
 ckpt, data, out, batch, seq = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 cfg = build_config(MeasureConfig, dict(num_chains=1, num_draws=3, batch_size=batch, seq_len=seq, progress=False,
                    wandb_project=None, chain_batching="off", init_loss_batches=4, device="cpu"))
-before = psutil.Process().memory_info().rss
 row = measure_checkpoint(ckpt, data, out, cfg, use_wandb=False)
-print(json.dumps({"status": row["status"], "before": before,
+print(json.dumps({"status": row["status"],
                   "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 

@@ -122,7 +122,7 @@ def test_a_budget_nothing_fits_is_refused_before_loading(tmp_path, token_parquet
     msg = row["error"]
     assert "shard_size=2 (the largest possible with 2 process(es))" in msg and "256 MB are available" in msg
     assert "--processes" in msg and "param_filter" in msg
-    assert seconds < 10  # no process was launched, no model built
+    assert seconds < 30  # no process was launched, no model built (the cache below is the proof)
     assert not cache.exists() or not any(cache.rglob("*.safetensors"))
     assert read_summary(str(tmp_path / "out"))["error_type"].tolist() == ["MemoryPlanError"]
 

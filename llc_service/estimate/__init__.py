@@ -32,14 +32,17 @@ def result_from_runs(runs: list[ChainRun], cfg: SamplerConfig, num_data: int | N
     return res
 
 
-def estimate_llc(model: Any, data: Any, cfg: SamplerConfig, loss_fn: Callable | None = None) -> LLCResult:
+def estimate_llc(model: Any, data: Any, cfg: SamplerConfig, loss_fn: Callable | None = None,
+                 masks: dict | None = None) -> LLCResult:
     """Estimate the local learning coefficient of ``model`` at its current weights w*.
 
     ``data`` is a map-style torch ``Dataset`` (``TensorDataset`` too) or a HF ``datasets.Dataset``;
     ``loss_fn(model, batch) -> scalar mean loss`` (default: causal-LM next-token cross-entropy on
     ``batch["input_ids"]`` or the batch's first tensor). The model is left exactly as it was given.
+    ``masks`` ({parameter name: bool tensor of its shape}, True = sampled) restricts the estimate to those elements:
+    the others stay at w*, and ``num_params`` counts the sampled ones (:mod:`llc_service.sampler.masks`).
     Raises ``ValueError`` for an invalid config (before any work) and :class:`AllChainsDivergedError` if no chain
     stays finite.
     """
-    run = run_chains(model, data, cfg, loss_fn=loss_fn)
+    run = run_chains(model, data, cfg, loss_fn=loss_fn, masks=masks)
     return result_from_runs([run], cfg, num_data=len(data))

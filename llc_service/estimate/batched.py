@@ -116,7 +116,7 @@ class BatchedChains:
         """(C, P) gradients and (C,) losses of the chains' rows ``w`` (a leaf that requires grad) on their stacked
         minibatches."""
         with self.ws.autocast():
-            loss = self._losses(w, batch)
+            loss = self._losses(self.ws.flat.full_rows(w), batch)  # masked: frozen elements filled in at w*
         loss.sum().backward()
         grads, w.grad = w.grad, None
         return grads, loss.detach()
@@ -127,9 +127,10 @@ class BatchedChains:
         ws, cfg, flat = self.ws, self.ws.cfg, self.ws.flat
         chains = list(chains)
         num = len(chains)
-        w = flat.anchor.unsqueeze(0).repeat(num, 1).requires_grad_(True)  # (C, P): row i is chain i's weights
+        # (C, P): row i is chain i's moving weights (all of them, or the masked-in elements only)
+        w = flat.sampled_anchor.unsqueeze(0).repeat(num, 1).requires_grad_(True)
         rows = w.detach()  # the same storage, for the in-place steps
-        states = [ws.init(rows[i], flat.anchor) for i in range(num)]
+        states = [ws.init(rows[i], flat.sampled_anchor) for i in range(num)]
         gens = [seeding.generator(cfg.seed, c, seeding.NOISE, ws.device) for c in chains]
         streams = [ws.stream(c, seeding.DATA) for c in chains]
 
@@ -142,6 +143,6 @@ class BatchedChains:
             return loss
 
         def retire(i: int) -> None:  # park a diverged chain's row at w*: no NaN arithmetic in the later steps
-            rows[i].copy_(flat.anchor)
+            rows[i].copy_(flat.sampled_anchor)
 
         return run_loop(step, num, cfg, ws.device, bar, retire)

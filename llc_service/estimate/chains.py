@@ -37,7 +37,8 @@ class ChainRun:
 class Workspace:
     """One process's working copy of the model, bound to flat buffers, plus the collated data."""
 
-    def __init__(self, model: torch.nn.Module, data: Any, cfg: SamplerConfig, loss_fn: Callable | None = None):
+    def __init__(self, model: torch.nn.Module, data: Any, cfg: SamplerConfig, loss_fn: Callable | None = None,
+                 masks: dict | None = None):
         cfg.validate()
         n = batches.num_rows(data)
         if cfg.batch_size > n:
@@ -47,7 +48,7 @@ class Workspace:
         self.loss_fn = loss_fn or batches.causal_lm_loss
         self.model = copy.deepcopy(model).to(device=self.device, dtype=torch.float32)
         self.model.eval()  # no dropout: the posterior, not a regularised one, is sampled
-        self.flat = FlatParams(self.model, cfg.param_filter).bind()
+        self.flat = FlatParams(self.model, cfg.param_filter, masks).bind()  # masks: sampler/masks.py
         self.collated = batches.materialize(data)
         self.init, self.update = build_sampler(cfg)
 
@@ -78,16 +79,18 @@ class Workspace:
         """Run one chain from w*; returns its draw losses (NaN after divergence) and the divergence step."""
         flat = self.flat
         flat.reset()
-        state = self.init(flat.w, flat.anchor)
+        state = self.init(flat.sampled_w, flat.sampled_anchor)  # = w, w* without masks
         gen = seeding.generator(self.cfg.seed, chain, seeding.NOISE, self.device)
         data = self.stream(chain, seeding.DATA)
         model, loss_fn, update, grad = self.model, self.loss_fn, self.update, flat.grad
+        moving, publish = flat.sampled_grad, flat.publish  # identity / no-op without masks
 
         def step(active: list[int]) -> torch.Tensor:
             with self.autocast():
                 loss = loss_fn(model, next(data))
             loss.backward()
-            update(state, grad, gen)
+            update(state, moving(), gen)
+            publish()
             grad.zero_()
             return loss
 
@@ -129,16 +132,18 @@ def _run_batched(ws: Workspace, chains: list[int], bar):
 
 
 def run_chains(model: torch.nn.Module, data: Any, cfg: SamplerConfig, chains: Sequence[int] | None = None,
-               loss_fn: Callable | None = None, desc: str = "SGLD") -> ChainRun:
+               loss_fn: Callable | None = None, desc: str = "SGLD", masks: dict | None = None,
+               init_loss: float | None = None) -> ChainRun:
     """Run ``chains`` (default: all) in this process. The init loss is computed here too: it is deterministic, so
-    every process gets the same value without communicating."""
+    every process gets the same value without communicating. ``masks``: see :mod:`llc_service.sampler.masks`.
+    ``init_loss``: L(w*) already computed for this model and data (it does not depend on masks): not recomputed."""
     import time
 
     chains = list(range(cfg.num_chains)) if chains is None else list(chains)
     t0 = time.perf_counter()
-    ws = Workspace(model, data, cfg, loss_fn)
+    ws = Workspace(model, data, cfg, loss_fn, masks)
     try:
-        init_loss = ws.init_loss()
+        init_loss = ws.init_loss() if init_loss is None else float(init_loss)
         steps_per_chain = total_steps(cfg)
         traces, diverged = [], []
         with progress_bar(steps_per_chain * len(chains), cfg.progress, desc) as bar:

@@ -133,7 +133,8 @@ def cmd_measure(args) -> int:
 
     row = measure_checkpoint(args.checkpoint, args.data, args.out, cfg, run_id=args.run_id,
                              use_wandb=not args.no_wandb)
-    print(summary_line(row))
+    for one in row.get("component_rows") or [row]:  # refined LLC: one line per component
+        print(summary_line(one))
     print(f"results: {args.out}")
     return 0 if row.get("status") == "ok" else 1
 

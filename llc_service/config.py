@@ -141,6 +141,10 @@ class MeasureConfig(SamplerConfig):
     sinks: list[str] = field(default_factory=lambda: ["wandb"], metadata=RUNTIME)
     """Views written after Parquet (always first, the source of truth): ``wandb`` (when ``wandb_project`` is set
     and not ``--no-wandb``), ``stdout`` (one line per measurement), or any registered sink."""
+    components: list | None = None
+    """Refined LLC: measure these components one after another on one loaded checkpoint, one summary row each.
+    Presets ``attention_heads``, ``mlps``, ``layers``, ``all`` (the whole model) and/or entries
+    ``{name, param_filter, heads, neurons}``; ``--set components=attention_heads,all``. See llc_service/components."""
 
     def validate(self) -> None:
         super().validate()
@@ -161,6 +165,14 @@ class MeasureConfig(SamplerConfig):
 
         unknown = [n for n in self.sinks if n not in known_sinks()]
         _check(self, "sinks", not unknown, f"names unknown sink(s) {unknown}; known: {known_sinks()}")
+        if self.components is not None:
+            from llc_service.components import validate_spec
+            from llc_service.errors import UsageError
+
+            try:
+                validate_spec(self.components)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
 
     def sampler_config(self) -> SamplerConfig:
         names = {f.name for f in fields(SamplerConfig)}
@@ -172,7 +184,10 @@ class MeasureConfig(SamplerConfig):
     def identity(self) -> dict[str, Any]:
         """The fields that define *what* is measured (hashed into the config hash): all but the ``RUNTIME`` ones."""
         values = self.to_dict()
-        return {f.name: values[f.name] for f in fields(self) if f.metadata.get("identity", True)}
+        ident = {f.name: values[f.name] for f in fields(self) if f.metadata.get("identity", True)}
+        if ident.get("components") is None:  # added later: absent keeps the hashes of earlier results
+            ident.pop("components", None)
+        return ident
 
     def config_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()

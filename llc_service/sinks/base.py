@@ -89,18 +89,23 @@ def sinks_for(cfg: Any, results_uri: str, use_wandb: bool = True) -> list[tuple[
     return [("parquet", make("parquet"))] + [(n, make(n)) for n in view_names(cfg, use_wandb)]
 
 
-def write_all(sinks: list[tuple[str, Callable[[], Sink]]], record: MeasurementRecord) -> None:
+def write_all(sinks: list[tuple[str, Callable[[], Sink]]], record: MeasurementRecord | list) -> None:
     """Write ``record`` to every sink in order. The first (Parquet, the source of truth) must succeed: its errors
-    propagate. The others are views: their errors are logged here, the one place that catches them."""
+    propagate. The others are views: their errors are logged here, the one place that catches them.
+
+    A list of records is one measurement's rows (refined LLC: one per component): Parquet writes them together
+    (``write_group``, one file), each view gets them one by one."""
+    records = record if isinstance(record, list) else [record]
     for i, (name, make) in enumerate(sinks):
         if i == 0:
             sink = make()
-            sink.write(record)
+            sink.write_group(records) if len(records) > 1 else sink.write(records[0])
             sink.close()
             continue
         try:
             sink = make()
-            sink.write(record)
+            for one in records:
+                sink.write(one)
             sink.close()
         except Exception as exc:  # noqa: BLE001 - a view must never cost the result
             log.warning("%s logging failed (%s); the Parquet result is written", name, exc)
@@ -133,6 +138,9 @@ def summary_line(s: dict, label: str | None = None, seconds: float | None = None
     ``label`` names the checkpoint (default ``<run_id> step <step>``); ``seconds`` overrides ``wall_seconds``."""
     step = s.get("checkpoint_step")
     who = label or f"{s.get('run_id')} step {step if step is not None else '-'}"
+    if s.get("component"):  # refined LLC: one line per component, with that component's own time
+        who += f" [{s['component']}]"
+        seconds = s.get("component_seconds") if seconds is None else seconds
     status = s.get("status", "?")
     parts = [f"{who}:"]
     if status != "failed":  # a failed row has no estimate to show

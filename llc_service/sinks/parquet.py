@@ -60,14 +60,25 @@ class ParquetSink:
         return self.store.path(SUMMARY, key, root), self.store.path(DRAWS, key, root)
 
     def write(self, record: MeasurementRecord) -> None:
+        self.write_group([record])
+
+    def write_group(self, records: list[MeasurementRecord]) -> None:
+        """The rows of one measurement (refined LLC: one per component) into its one summary and one draws file,
+        told apart by the ``component`` column and replaced together, so they never mix two attempts."""
+        import pyarrow as pa
+
         from llc_service.sinks.schema import draws_table, summary_table
 
-        summary = summary_table([record.summary])  # validate before touching storage
+        key = ResultKey.from_summary(records[0].summary)
+        if any(ResultKey.from_summary(r.summary) != key for r in records):
+            raise ValueError("write_group: the records belong to different measurements")
+        summary = summary_table([r.summary for r in records])  # validate before touching storage
         fs, root = self.store.open()
-        key = ResultKey.from_summary(record.summary)
         summary_path, draws_path = self.store.path(SUMMARY, key, root), self.store.path(DRAWS, key, root)
-        if record.loss_trace is not None:
-            write_table(fs, draws_path, draws_table(record.summary, record.loss_trace, record.running_llc))
+        traced = [r for r in records if r.loss_trace is not None]
+        if traced:
+            tables = [draws_table(r.summary, r.loss_trace, r.running_llc) for r in traced]
+            write_table(fs, draws_path, pa.concat_tables(tables) if len(tables) > 1 else tables[0])
         elif fs.exists(draws_path):  # a retry without draws: stale draws of an earlier attempt must not linger
             fs.rm_file(draws_path)
         write_table(fs, summary_path, summary)

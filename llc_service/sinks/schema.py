@@ -1,4 +1,4 @@
-"""The canonical Parquet schemas of the results (version 1), and the only way rows become tables.
+"""The canonical Parquet schemas of the results (version 2), and the only way rows become tables.
 
 Readers infer a schema from the first file they open; a column that is null there (``wbic`` of a failed row)
 would then clash with a later float. So writers build every table from these schemas and readers pass them too.
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: the ``component`` columns (refined LLC: one row per component of one measurement). Version-1 files still read."""
 
 STATUSES = ("ok", "failed", "diverged")
 ERROR_KINDS = ("permanent", "transient")
@@ -22,6 +23,7 @@ _SUMMARY = [
     ("checkpoint_uri", "string", False),
     ("checkpoint_fingerprint", "string", False),
     ("config_hash", "string", False),
+    ("component", "string", True),
     ("status", "string", False),
     ("error", "string", True),
     ("error_kind", "string", True),
@@ -59,6 +61,8 @@ _SUMMARY = [
     ("started_at", "timestamp[us, UTC]", True),
     ("ended_at", "timestamp[us, UTC]", True),
     ("wall_seconds", "float64", True),
+    ("component_params", "int64", True),
+    ("component_seconds", "float64", True),
 ]
 
 _DRAWS = [
@@ -67,6 +71,7 @@ _DRAWS = [
     ("checkpoint_step", "int64", True),
     ("checkpoint_fingerprint", "string", False),
     ("config_hash", "string", False),
+    ("component", "string", True),
     ("chain", "int32", False),
     ("draw", "int32", False),
     ("loss", "float64", True),
@@ -94,7 +99,7 @@ def _schema(spec: list, kind: str):
     import pyarrow as pa
 
     return pa.schema([pa.field(n, _arrow_type(t), nullable=null) for n, t, null in spec],
-                     metadata={b"llc_service.table": kind.encode(), b"llc_service.schema_version": b"1"})
+                     metadata={b"llc_service.table": kind.encode(), b"llc_service.schema_version": str(SCHEMA_VERSION).encode()})
 
 
 _BUILT: dict = {}
@@ -181,6 +186,7 @@ def draws_table(summary: Mapping[str, Any], loss_trace, running_llc=None):
         "checkpoint_step": pa.array([None if step is None else int(step)] * n, pa.int64()),
         "checkpoint_fingerprint": pa.array([str(summary["checkpoint_fingerprint"])] * n, pa.string()),
         "config_hash": pa.array([str(summary["config_hash"])] * n, pa.string()),
+        "component": pa.array([summary.get("component")] * n, pa.string()),
         "chain": pa.array(np.repeat(np.arange(chains, dtype=np.int32), draws)),
         "draw": pa.array(np.tile(np.arange(draws, dtype=np.int32), chains)),
         "loss": pa.array(loss.reshape(-1), pa.float64()),

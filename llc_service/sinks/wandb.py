@@ -28,23 +28,27 @@ MAX_LOGGED_DRAWS = 2000
 """Longer traces are logged every k-th draw (wandb charts sample anyway); the full trace is in Parquet."""
 
 SUMMARY_KEYS = ("status", "error", "error_kind", "llc_mean", "llc_std", "init_loss", "llc_per_chain", "chain_status",
-                "num_chains_used", "wbic", "weight_norm", "wall_seconds", "attempt", "checkpoint_step")
-IDENTITY_KEYS = ("run_id", "checkpoint_step", "checkpoint_uri", "checkpoint_fingerprint", "config_hash", "data_uri",
-                 "data_fingerprint", "model_type", "num_params", "device", "world_size", "code_version")
+                "num_chains_used", "wbic", "weight_norm", "wall_seconds", "attempt", "checkpoint_step", "component_params",
+                "component_seconds")
+IDENTITY_KEYS = ("run_id", "checkpoint_step", "checkpoint_uri", "checkpoint_fingerprint", "config_hash", "component",
+                 "data_uri", "data_fingerprint", "model_type", "num_params", "device", "world_size", "code_version")
 
 
 def wandb_run_id(run_id: Any, checkpoint_step: Any, config_hash: Any, fingerprint: Any = None,
-                 checkpoint_uri: Any = None) -> str:
+                 checkpoint_uri: Any = None, component: Any = None) -> str:
     """16 hex chars: valid as a wandb id and the same for every retry of one measurement.
 
     With ``fingerprint`` (what the sink passes) the id names the measurement's whole identity
     (:class:`~llc_service.sinks.store.ResultKey`): the checkpoint's step, or its folder when it has none, and its
-    content, so two checkpoints with identical weights never share a wandb run."""
+    content, so two checkpoints with identical weights never share a wandb run. ``component`` (refined LLC) gives
+    each component row of one measurement its own run."""
     parts = [str(run_id), checkpoint_step, str(config_hash)]
     if fingerprint is not None:
         from llc_service.sinks.store import checkpoint_part
 
         parts += [checkpoint_part(checkpoint_step, checkpoint_uri), str(fingerprint)]
+    if component is not None:
+        parts.append(str(component))
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -104,12 +108,15 @@ class WandbSink:
 
         s = record.summary
         run_id, step = str(s["run_id"]), s.get("checkpoint_step")
-        wid = wandb_run_id(run_id, step, s.get("config_hash"), s.get("checkpoint_fingerprint"), s.get("checkpoint_uri"))
+        component = s.get("component")
+        wid = wandb_run_id(run_id, step, s.get("config_hash"), s.get("checkpoint_fingerprint"), s.get("checkpoint_uri"),
+                           component)
         settings = run_settings()
         # WANDB_DIR read now, not when wandb first set itself up in this process (it caches its settings)
         run_dir = self.dir or os.environ.get("WANDB_DIR")
         run = wandb.init(project=self.project, entity=self.entity, dir=run_dir, id=wid,
-                         name=f"{run_id}-step{step if step is not None else 'none'}", group=run_id, job_type="llc",
+                         name=f"{run_id}-step{step if step is not None else 'none'}" + (f"-{component}" if component else ""),
+                         group=run_id, job_type="llc",
                          config=self.config_for(s), resume="allow", reinit="create_new", mode=self.mode,
                          tags=[str(s.get("status"))], settings=settings)
         self.last_run_id = run.id

@@ -92,8 +92,13 @@ def _run_share(unit: MeasureUnit, cfg: MeasureConfig, rank: int, world: int, dev
                                min_rows=cfg.batch_size)
         info.data_fingerprint, info.num_rows = data.fingerprint, data.num_rows
         chains = chains_for_rank(cfg.num_chains, rank, world)
-        run = run_chains(loaded.model, data.dataset, cfg, chains=chains,
-                         desc=f"{ref.run_id} step {ref.step}" + (f" [rank {rank}]" if world > 1 else ""))
+        desc = f"{ref.run_id} step {ref.step}" + (f" [rank {rank}]" if world > 1 else "")
+        if cfg.components:  # refined LLC: one run per component on this loaded model (worker/components.py)
+            from llc_service.worker.components import run_components
+
+            run = run_components(loaded.model, data.dataset, cfg, chains, desc)
+        else:
+            run = run_chains(loaded.model, data.dataset, cfg, chains=chains, desc=desc)
     info.device = resolve_device(cfg.device).type
     return run
 
@@ -109,6 +114,10 @@ def _finish(unit: MeasureUnit, cfg: MeasureConfig, results: list[RankResult], wo
     peaks = [r.info.peak_memory_mb for r in results if r.info.peak_memory_mb is not None]
     info.peak_memory_mb = max(peaks) if peaks else None
     failures = [r.failure for r in results if r.failure is not None]
+    if not failures and cfg.components:
+        from llc_service.worker.components import finish_components
+
+        return finish_components(unit, cfg, results, world, started, seconds)
     result, status, failure, trace, running = None, "ok", None, None, None
     if failures:
         status, failure = "failed", failures[0]

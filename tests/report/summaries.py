@@ -7,7 +7,7 @@ import pandas as pd
 
 
 def summary_frame(rows: list[dict]) -> pd.DataFrame:
-    base = {"schema_version": 1, "checkpoint_uri": "s3://b/x", "checkpoint_fingerprint": "fp", "error": None,
+    base = {"schema_version": 2, "checkpoint_uri": "s3://b/x", "checkpoint_fingerprint": "fp", "error": None,
             "attempt": 1, "num_chains_used": 4, "nbeta": 30.0, "weight_norm": 10.0, "weight_sketch": None,
             "init_loss": 3.0, "llc_std": 0.5, "status": "ok", "ended_at": pd.NaT}
     df = pd.DataFrame([{**base, **r} for r in rows])

@@ -12,9 +12,9 @@ from tests.sinks.records import failed_record, ok_record
 TS = pa.timestamp("us", tz="UTC")
 EXPECTED_SUMMARY = {
     "schema_version": pa.int32(), "run_id": pa.string(), "checkpoint_step": pa.int64(), "checkpoint_uri": pa.string(),
-    "checkpoint_fingerprint": pa.string(), "config_hash": pa.string(), "status": pa.string(), "error": pa.string(),
-    "error_kind": pa.string(), "error_type": pa.string(), "attempt": pa.int32(), "llc_mean": pa.float64(),
-    "llc_std": pa.float64(),
+    "checkpoint_fingerprint": pa.string(), "config_hash": pa.string(), "component": pa.string(), "status": pa.string(),
+    "error": pa.string(), "error_kind": pa.string(), "error_type": pa.string(), "attempt": pa.int32(),
+    "llc_mean": pa.float64(), "llc_std": pa.float64(),
     "init_loss": pa.float64(), "llc_per_chain": pa.list_(pa.float64()), "chain_status": pa.list_(pa.string()),
     "chains_used": pa.list_(pa.int32()), "num_chains_used": pa.int32(), "wbic": pa.float64(), "sampler": pa.string(),
     "epsilon": pa.float64(), "nbeta": pa.float64(), "gamma": pa.float64(), "num_chains": pa.int32(),
@@ -23,17 +23,17 @@ EXPECTED_SUMMARY = {
     "num_params": pa.int64(), "weight_norm": pa.float64(), "weight_sketch": pa.list_(pa.float32()),
     "device": pa.string(), "world_size": pa.int32(), "shard_size": pa.int32(),
     "peak_memory_mb": pa.float64(), "code_version": pa.string(), "started_at": TS, "ended_at": TS,
-    "wall_seconds": pa.float64(),
+    "wall_seconds": pa.float64(), "component_params": pa.int64(), "component_seconds": pa.float64(),
 }
 EXPECTED_DRAWS = {
     "schema_version": pa.int32(), "run_id": pa.string(), "checkpoint_step": pa.int64(),
-    "checkpoint_fingerprint": pa.string(), "config_hash": pa.string(), "chain": pa.int32(), "draw": pa.int32(),
+    "checkpoint_fingerprint": pa.string(), "config_hash": pa.string(), "component": pa.string(), "chain": pa.int32(), "draw": pa.int32(),
     "loss": pa.float64(), "running_llc": pa.float64(),
 }
 
 
 def test_schemas_match_the_architecture_doc():
-    assert SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2
     assert {f.name: f.type for f in SUMMARY_SCHEMA} == EXPECTED_SUMMARY
     assert list(SUMMARY_SCHEMA.names) == list(EXPECTED_SUMMARY)
     assert {f.name: f.type for f in DRAWS_SCHEMA} == EXPECTED_DRAWS
@@ -45,7 +45,7 @@ def test_summary_table_fills_nulls_and_version():
     table = summary_table([failed_record().summary, ok_record().summary])
     assert table.schema.equals(SUMMARY_SCHEMA)
     failed, ok = table.to_pylist()
-    assert failed["schema_version"] == ok["schema_version"] == 1
+    assert failed["schema_version"] == ok["schema_version"] == 2
     assert failed["llc_mean"] is None and failed["weight_sketch"] is None and failed["status"] == "failed"
     assert ok["chains_used"] == [0, 1] and len(ok["weight_sketch"]) == 1024
 
@@ -55,7 +55,7 @@ def test_summary_table_fills_nulls_and_version():
     ({"config_hash": None}, r"required column\(s\) \['config_hash'\]"),
     ({"status": "done"}, "status 'done' not in"),
     ({"error_kind": "maybe"}, "error_kind 'maybe' not in"),
-    ({"schema_version": 2}, "schema_version 2 != 1"),
+    ({"schema_version": 1}, "schema_version 1 != 2"),
 ])
 def test_summary_table_rejects(change, message):
     with pytest.raises(ValueError, match=message):

@@ -1,0 +1,65 @@
+"""Refined LLC end to end: one checkpoint measurement with ``components`` writes one row per component."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from llc_service import read_draws, read_summary
+from llc_service.worker.measure import measure_checkpoint
+from tests.helpers.checkpoints import make_checkpoint
+from tests.helpers.measure import small_config
+
+
+def test_attention_heads_and_all_give_one_row_each_sharing_one_init_loss(tmp_path, token_parquet, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    (tmp_path / "wb").mkdir()
+    ckpt = make_checkpoint(tmp_path / "bucket" / "tiny" / "step100")  # GPT-NeoX, 2 layers, 2 heads
+    out = str(tmp_path / "results")
+    cfg = small_config(components=["attention_heads", "mlps", "all"], num_chains=2, num_draws=6)
+    row = measure_checkpoint(str(ckpt), token_parquet, out, cfg)
+    names = ["layer0.head0", "layer0.head1", "layer1.head0", "layer1.head1", "layer0.mlp", "layer1.mlp", "all"]
+    assert [r["component"] for r in row["component_rows"]] == names
+    s = read_summary(out)
+    assert list(s.component) == names and set(s.status) == {"ok"}
+    assert s.init_loss.nunique() == 1  # L(w*) computed once, shared
+    assert s.config_hash.nunique() == 1 and s.checkpoint_fingerprint.nunique() == 1
+    heads = s[s.component.str.contains("head")]
+    hidden = 32  # the fixture model: hidden 32, 2 heads of 16
+    assert set(heads.component_params) == {3 * 16 * (hidden + 1) + 16 * hidden}
+    whole = s[s.component == "all"].iloc[0]
+    assert whole.component_params == whole.num_params
+    assert (s.component_seconds > 0).all() and (s.component_seconds <= s.wall_seconds).all()
+    # every component has its own chains in the draws file; the running λ̂ ends at that component's λ̂
+    d = read_draws(out)
+    assert sorted(d.component.unique()) == sorted(names)
+    for _, r in s.iterrows():
+        last = d[(d.component == r.component) & (d.draw == cfg.num_draws - 1)].sort_values("chain")
+        np.testing.assert_allclose(last.running_llc.to_numpy(), np.asarray(r.llc_per_chain), rtol=1e-9)
+    assert all(math.isfinite(v) for v in s.llc_mean)
+    # one wandb run per component
+    assert len(list((tmp_path / "wb").rglob("run-*.wandb"))) == len(names)
+
+
+def test_the_all_component_equals_a_plain_measurement(tmp_path, token_parquet):
+    ckpt = make_checkpoint(tmp_path / "b" / "run" / "step5")
+    plain = measure_checkpoint(str(ckpt), token_parquet, str(tmp_path / "r1"), small_config(), use_wandb=False)
+    refined = measure_checkpoint(str(ckpt), token_parquet, str(tmp_path / "r2"),
+                                 small_config(components=["layers", "all"]), use_wandb=False)
+    whole = refined["component_rows"][-1]
+    assert whole["component"] == "all"
+    assert whole["llc_per_chain"] == plain["llc_per_chain"] and whole["init_loss"] == plain["init_loss"]
+    assert plain["config_hash"] != refined["config_hash"]  # another measurement, next to the plain one
+
+
+@pytest.mark.slow
+def test_components_over_two_processes_match_one(tmp_path, token_parquet):
+    ckpt = make_checkpoint(tmp_path / "b" / "run" / "step5")
+    one = measure_checkpoint(str(ckpt), token_parquet, str(tmp_path / "r1"),
+                             small_config(components="attention_heads", num_chains=2), use_wandb=False)
+    two = measure_checkpoint(str(ckpt), token_parquet, str(tmp_path / "r2"),
+                             small_config(components="attention_heads", num_chains=2, processes=2), use_wandb=False)
+    assert [r["llc_per_chain"] for r in two["component_rows"]] == [r["llc_per_chain"] for r in one["component_rows"]]
+    assert all(r["world_size"] == 2 for r in two["component_rows"])

@@ -33,11 +33,20 @@ def run_report(results_uri: str, run_id: str | None = None, plot: str | None = N
     """
     from llc_service.sinks import read_summary
 
-    table = trajectory_table(read_summary(results_uri, storage_options=storage_options), run_id=run_id)
+    from llc_service.report import components as C
+
+    summary = read_summary(results_uri, storage_options=storage_options)
+    table = trajectory_table(summary, run_id=run_id)
+    parts = C.component_table(summary, run_id=run_id)  # refined LLC: per-component trajectories, if any
     bounds = boundaries_by_trajectory(table, smooth=smooth)
-    text = format_table(table, boundaries=bounds)
-    if len(table) == 0 and run_id is not None:
+    text = format_table(table, boundaries=bounds) if len(table) or not len(parts) else ""
+    if len(parts):
+        text = "\n\n".join(t for t in (text, C.format_components(parts)) if t)
+    if len(table) == 0 and len(parts) == 0 and run_id is not None:
         text = f"no measurements of run {run_id!r} under {results_uri}"
+    if plot and len(parts):
+        for path in C.plot_components(parts, plot, storage_options=storage_options):
+            text += f"\n\ncomponent plot written to {path}"
     if plot and len(table):
         from llc_service.report.plot import plot_trajectory
 
@@ -49,6 +58,9 @@ def run_report(results_uri: str, run_id: str | None = None, plot: str | None = N
         ids = log_trajectory(table, wandb_project, entity=wandb_entity, run_id=run_id,
                              results_uri=str(results_uri))
         text += f"\nwandb trajectory runs: {', '.join(ids) or 'none (see warnings)'}"
+    if wandb_project and len(parts):
+        ids = C.log_components(parts, wandb_project, entity=wandb_entity)
+        text += f"\nwandb component trajectory runs: {', '.join(ids) or 'none (see warnings)'}"
     if echo:
         print(text)
     return text

@@ -56,6 +56,8 @@ def trajectory_table(summary_df, run_id: str | None = None):
     if summary_df is None or len(summary_df) == 0:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in TABLE_COLUMNS})
     df = summary_df if run_id is None else summary_df[summary_df["run_id"] == run_id]
+    if "component" in df.columns:  # refined-LLC rows have their own table (report/components.py); "all" is whole
+        df = df[df["component"].isna() | (df["component"] == "all")]
     missing_step = df["checkpoint_step"].isna()
     if missing_step.any():
         log.warning("leaving %d measurement(s) without a checkpoint step out of the trajectory",

@@ -25,7 +25,7 @@ class LLCResult:
     llc_mean: float
     """Mean of λ̂ over the chains that did not diverge."""
     llc_std: float
-    """Standard deviation of λ̂ across those chains (ddof=1; 0 with one chain)."""
+    """Standard deviation of λ̂ across those chains (ddof=1); NaN with one chain (undefined, stored as null)."""
     llc_per_chain: np.ndarray
     """(chains,) λ̂ per chain, NaN where the chain diverged."""
     loss_trace: np.ndarray
@@ -52,8 +52,8 @@ class LLCResult:
 
     def __str__(self) -> str:
         used = f"{len(self.chains_used)}/{len(self.chain_status)} chains"
-        return (f"λ̂ = {self.llc_mean:.4g} ± {self.llc_std:.3g} (init loss {self.init_loss:.5g}, {used}, "
-                f"nβ={self.nbeta:g})")
+        std = "n/a" if math.isnan(self.llc_std) else f"{self.llc_std:.3g}"  # one chain: undefined
+        return f"λ̂ = {self.llc_mean:.4g} ± {std} (init loss {self.init_loss:.5g}, {used}, nβ={self.nbeta:g})"
 
 
 def summarize(loss_trace: np.ndarray, init_loss: float, nbeta: float, num_params: int,
@@ -74,7 +74,7 @@ def summarize(loss_trace: np.ndarray, init_loss: float, nbeta: float, num_params
         raise AllChainsDivergedError(
             f"all {chains} chains diverged (loss became NaN/inf: {where}); lower epsilon or raise gamma")
     vals = per_chain[used]
-    std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+    std = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan  # one chain: no spread to measure, not 0
     res = LLCResult(llc_mean=float(vals.mean()), llc_std=std, llc_per_chain=per_chain, loss_trace=loss_trace,
                     init_loss=float(init_loss), running_llc=running, chain_status=status, chains_used=used,
                     nbeta=float(nbeta), num_params=int(num_params), diverged_at=list(diverged_at))

@@ -185,10 +185,12 @@ def stage_boundaries(steps: Sequence[float], llc: Sequence[float], smooth: float
 # terminal
 
 
-def _fmt(x, spec: str) -> str:
+def _fmt(x, spec: str, missing: str | bool = "-") -> str:
+    """``missing`` stands for None/NaN ("n/a" for the std of a single-chain estimate: undefined, not 0)."""
+    missing = missing or "-"
     try:
         if x is None or (isinstance(x, float) and math.isnan(x)):
-            return "-"
+            return f"{missing:>{len(format(0.0, spec))}}" if missing != "-" else "-"
         return format(float(x), spec)
     except (TypeError, ValueError):
         return "-"
@@ -214,7 +216,8 @@ def format_table(df, boundaries: dict | None = None) -> str:
             chains = "-" if r.num_chains_used is None or str(r.num_chains_used) == "<NA>" else str(r.num_chains_used)
             mark = "*" if int(r.step) in marks else " "
             lines.append(f"{int(r.step):>12}{mark} {r.status:<8}  {_fmt(r.llc_mean, '10.4g')}  "
-                         f"{_fmt(r.llc_std, '8.3g')}  {_fmt(r.init_loss, '9.4g')}  {_fmt(r.weight_norm, '9.4g')}  "
+                         f"{_fmt(r.llc_std, '8.3g', r.status == 'ok' and 'n/a')}  {_fmt(r.init_loss, '9.4g')}  "
+                         f"{_fmt(r.weight_norm, '9.4g')}  "
                          f"{_fmt(r.dist_from_first, '9.4g')}  {chains:>6}")
         if boundaries is not None:
             found = ", ".join(str(s) for s in sorted(marks)) or "none"

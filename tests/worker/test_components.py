@@ -45,9 +45,12 @@ def test_attention_heads_and_all_give_one_row_each_sharing_one_init_loss(tmp_pat
 
 def test_the_all_component_equals_a_plain_measurement(tmp_path, token_parquet):
     ckpt = make_checkpoint(tmp_path / "b" / "run" / "step5")
-    plain = measure_checkpoint(str(ckpt), token_parquet, str(tmp_path / "r1"), small_config(), use_wandb=False)
+    small = dict(num_chains=2, num_draws=6)
+    plain = measure_checkpoint(str(ckpt), token_parquet, str(tmp_path / "r1"), small_config(**small),
+                               use_wandb=False)
+    emb = {"name": "embeddings", "param_filter": "embed_in"}
     refined = measure_checkpoint(str(ckpt), token_parquet, str(tmp_path / "r2"),
-                                 small_config(components=["layers", "all"]), use_wandb=False)
+                                 small_config(components=[emb, "all"], **small), use_wandb=False)
     whole = refined["component_rows"][-1]
     assert whole["component"] == "all"
     assert whole["llc_per_chain"] == plain["llc_per_chain"] and whole["init_loss"] == plain["init_loss"]

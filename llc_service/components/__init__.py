@@ -116,7 +116,8 @@ def _preset(model, preset: str) -> list[Component]:
         if preset == "layers":
             out.append(Component(f"layer{layer}", {n: torch.ones_like(p, dtype=torch.bool) for n, _, p in params}))
         elif preset == "mlps":
-            masks = {n: torch.ones_like(p, dtype=torch.bool) for n, rest, p in params if rest.startswith(arch.mlp_prefix)}
+            masks = {n: torch.ones_like(p, dtype=torch.bool) for n, rest, p in params
+                     if rest.startswith(arch.mlp_prefix)}
             if masks:
                 out.append(Component(f"layer{layer}.mlp", masks))
         elif preset == "attention_heads":

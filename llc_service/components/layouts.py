@@ -1,22 +1,19 @@
 """Where each attention head and each MLP neuron lives in the weights of the supported architectures.
 
-A *role* says how a head (or neuron) index maps to slices of one tensor:
+A *role* says how a head (or neuron) index h maps to slices of one tensor:
 
-==================  =====================================================================  ==========================
-role                tensor and layout                                                      head/neuron h selects
-==================  =====================================================================  ==========================
-``qkv_interleaved`` GPT-NeoX ``query_key_value`` Linear weight (3·H, in), bias (3·H);           rows h·3d … (h+1)·3d
-                    output rows are per head ``[head][q, k, v][head_dim]``
-``qkv_blocks``      GPT-2 ``c_attn`` Conv1D weight (in, 3·H), bias (3·H); columns ``q | k | v``   columns {0, H, 2H} + h·d …
-``q_rows``          Llama/Mistral ``q_proj`` Linear weight (H, in) (bias if any)                   rows h·d … (h+1)·d
-``kv_rows``         ``k_proj`` / ``v_proj`` with grouped-query attention: kv-head g = h // G     rows g·d … (g+1)·d
-``out_cols``        output projection as Linear (``dense``, ``o_proj``): weight (out, H)          columns h·d … (h+1)·d
-``out_rows``        output projection as Conv1D (GPT-2 ``c_proj``): weight (H, out)              rows h·d … (h+1)·d
-``in_rows``         MLP input Linear (``dense_h_to_4h``, ``gate_proj``, ``up_proj``): (F, in)   row (and bias entry) h
-``in_cols``         MLP input Conv1D (GPT-2 ``mlp.c_fc``): weight (in, F), bias (F)              column (and bias entry) h
-``down_cols``       MLP output Linear (``dense_4h_to_h``, ``down_proj``): weight (out, F)       column h
-``down_rows``       MLP output Conv1D (GPT-2 ``mlp.c_proj``): weight (F, out)                   row h
-==================  =====================================================================  ==========================
+- ``qkv_interleaved``: GPT-NeoX ``query_key_value``, Linear weight (3·H, in) and bias (3·H) whose output rows are
+  laid out per head ``[head][q, k, v][head_dim]``: head h is rows h·3d … (h+1)·3d.
+- ``qkv_blocks``: GPT-2 ``c_attn``, Conv1D weight (in, 3·H) and bias (3·H), columns ``q | k | v``: head h is
+  columns {0, H, 2H} + h·d … + (h+1)·d.
+- ``q_rows``: Llama/Mistral ``q_proj`` (weight (H, in), bias if any): rows h·d … (h+1)·d.
+- ``kv_rows``: ``k_proj`` / ``v_proj`` with grouped-query attention: rows of kv head g = h // G.
+- ``out_cols`` / ``out_rows``: the output projection as Linear (``dense``, ``o_proj``: weight (out, H), columns
+  h·d … (h+1)·d) or as Conv1D (GPT-2 ``c_proj``: weight (H, out), rows h·d … (h+1)·d).
+- ``in_rows`` / ``in_cols``: MLP input as Linear (``dense_h_to_4h``, ``gate_proj``, ``up_proj``: row h and bias
+  entry h) or Conv1D (GPT-2 ``mlp.c_fc``: column h and bias entry h).
+- ``down_cols`` / ``down_rows``: MLP output as Linear (``dense_4h_to_h``, ``down_proj``: column h) or Conv1D
+  (GPT-2 ``mlp.c_proj``: row h).
 
 (H = heads·d, d = head_dim, G = query heads per kv head, F = MLP width.) The output projection's bias is shared
 by all heads (and the MLP output bias by all neurons), so a head or neuron component leaves it out; a whole-MLP

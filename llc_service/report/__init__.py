@@ -31,9 +31,8 @@ def run_report(results_uri: str, run_id: str | None = None, plot: str | None = N
     ``plot``: a file path or URI for the figure. ``wandb_project``: also log one wandb trajectory run per
     (run, config); failures there only warn.
     """
-    from llc_service.sinks import read_summary
-
     from llc_service.report import components as C
+    from llc_service.sinks import read_summary
 
     summary = read_summary(results_uri, storage_options=storage_options)
     table = trajectory_table(summary, run_id=run_id)

@@ -98,8 +98,9 @@ def _arrow_type(spec: str):
 def _schema(spec: list, kind: str):
     import pyarrow as pa
 
+    version = str(SCHEMA_VERSION).encode()
     return pa.schema([pa.field(n, _arrow_type(t), nullable=null) for n, t, null in spec],
-                     metadata={b"llc_service.table": kind.encode(), b"llc_service.schema_version": str(SCHEMA_VERSION).encode()})
+                     metadata={b"llc_service.table": kind.encode(), b"llc_service.schema_version": version})
 
 
 _BUILT: dict = {}

@@ -28,8 +28,8 @@ MAX_LOGGED_DRAWS = 2000
 """Longer traces are logged every k-th draw (wandb charts sample anyway); the full trace is in Parquet."""
 
 SUMMARY_KEYS = ("status", "error", "error_kind", "llc_mean", "llc_std", "init_loss", "llc_per_chain", "chain_status",
-                "num_chains_used", "wbic", "weight_norm", "wall_seconds", "attempt", "checkpoint_step", "component_params",
-                "component_seconds")
+                "num_chains_used", "wbic", "weight_norm", "wall_seconds", "attempt", "checkpoint_step",
+                "component_params", "component_seconds")
 IDENTITY_KEYS = ("run_id", "checkpoint_step", "checkpoint_uri", "checkpoint_fingerprint", "config_hash", "component",
                  "data_uri", "data_fingerprint", "model_type", "num_params", "device", "world_size", "code_version")
 
@@ -115,7 +115,8 @@ class WandbSink:
         # WANDB_DIR read now, not when wandb first set itself up in this process (it caches its settings)
         run_dir = self.dir or os.environ.get("WANDB_DIR")
         run = wandb.init(project=self.project, entity=self.entity, dir=run_dir, id=wid,
-                         name=f"{run_id}-step{step if step is not None else 'none'}" + (f"-{component}" if component else ""),
+                         name=f"{run_id}-step{step if step is not None else 'none'}"
+                         + (f"-{component}" if component else ""),
                          group=run_id, job_type="llc",
                          config=self.config_for(s), resume="allow", reinit="create_new", mode=self.mode,
                          tags=[str(s.get("status"))], settings=settings)

@@ -81,8 +81,8 @@ def project(model_type, module, x):
 def test_attention_head_components_select_exactly_that_heads_slices(model_type):
     model = tiny(model_type)
     comps = resolve_components(model, "attention_heads")
-    assert [c.name for c in comps] == [f"layer{l}.head{h}" for l in range(LAYERS) for h in range(HEADS)]
-    hooks = [OUT_PROJ[model_type].format(l) for l in range(LAYERS)]
+    assert [c.name for c in comps] == [f"layer{i}.head{h}" for i in range(LAYERS) for h in range(HEADS)]
+    hooks = [OUT_PROJ[model_type].format(i) for i in range(LAYERS)]
     base = run_hooked(model, hooks)
     layer, head = 1, 2
     comp = next(c for c in comps if c.name == f"layer{layer}.head{head}")

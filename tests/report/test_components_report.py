@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-import pytest
-
 from llc_service.report import run_report
 from llc_service.sinks import MeasurementRecord, ParquetSink, read_summary
 from tests.sinks.records import ok_record
@@ -40,7 +36,7 @@ def test_report_draws_one_trajectory_per_component_and_keeps_all_in_the_main_tab
 
 
 def test_many_components_become_a_heat_map_and_retries_do_not_duplicate(tmp_path):
-    comps = [f"layer{l}.head{h}" for l in range(4) for h in range(4)]  # 16 > MAX_PANELS
+    comps = [f"layer{i}.head{h}" for i in range(4) for h in range(4)]  # 16 > MAX_PANELS
     for step in (1, 2):
         write_measurement(tmp_path, step, comps, lambda c, s: float(s))
     write_measurement(tmp_path, 2, comps, lambda c, s: 5.0)  # a retry of step 2 overwrites its file

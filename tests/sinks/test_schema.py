@@ -27,7 +27,8 @@ EXPECTED_SUMMARY = {
 }
 EXPECTED_DRAWS = {
     "schema_version": pa.int32(), "run_id": pa.string(), "checkpoint_step": pa.int64(),
-    "checkpoint_fingerprint": pa.string(), "config_hash": pa.string(), "component": pa.string(), "chain": pa.int32(), "draw": pa.int32(),
+    "checkpoint_fingerprint": pa.string(), "config_hash": pa.string(), "component": pa.string(), "chain": pa.int32(),
+    "draw": pa.int32(),
     "loss": pa.float64(), "running_llc": pa.float64(),
 }
 

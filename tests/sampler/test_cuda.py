@@ -39,3 +39,22 @@ def test_bf16_autocast_keeps_fp32_state(tiny_lm):
     assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))  # caller's model untouched
     assert next(m.parameters()).dtype == torch.float32
     assert np.isfinite(res.llc_mean) and res.llc_mean > 0  # ε=1e-6 steps survive: weights stay fp32
+
+
+def test_element_masks_on_cuda_move_only_masked_elements_and_give_k_over_2():
+    """The masked path (gather/scatter on the device, losses checked every 32 steps) on CUDA."""
+    from llc_service.estimate.chains import Workspace
+    from tests.sampler.test_masks import cfg as mask_cfg
+    from tests.sampler.test_masks import mask_of, nll, two_layer
+
+    model, data = two_layer(at_minimum=False)
+    masks = mask_of(model, 7)
+    ws = Workspace(model, data, mask_cfg(device="cuda", noise_scale=0.0, num_draws=20, num_burnin=0, batch_size=64,
+                                         epsilon=1e-3), nll, masks)
+    ws.run_chain(0)
+    moved = (ws.model.b.detach().cpu() != model.b.detach())
+    assert torch.equal(moved, masks["b"]) and torch.equal(ws.model.a.detach().cpu(), model.a.detach())
+    model, data = two_layer()
+    res = estimate_llc(model, data, mask_cfg(device="cuda"), loss_fn=nll, masks=mask_of(model, 10))
+    assert res.num_params == 10
+    assert abs(res.llc_mean - 5.0) < 4 * res.llc_std / 2 + 0.15

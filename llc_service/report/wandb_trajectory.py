@@ -79,6 +79,7 @@ def rebuild_trajectories(results_uri: str, cfg, dirty: set[tuple[str, str]]) -> 
     """Rebuild the wandb trajectory run of each (run, config) in ``dirty`` from the Parquet results (the watcher's
     outcome hook, through :meth:`llc_service.sinks.wandb.WandbSink.on_outcomes`). Never raises."""
     try:
+        from llc_service.report.components import component_table, log_components
         from llc_service.report.trajectory import trajectory_table
         from llc_service.sinks import read_summary
 
@@ -87,6 +88,10 @@ def rebuild_trajectories(results_uri: str, cfg, dirty: set[tuple[str, str]]) -> 
             table = trajectory_table(summary, run_id=run)
             ids = log_trajectory(table, cfg.wandb_project, entity=cfg.wandb_entity, run_id=run,
                                  config_hash=cfg_hash, results_uri=results_uri)
+            parts = component_table(summary, run_id=run)  # refined LLC: llc/<component> series, if any
+            parts = parts[parts["config_hash"] == cfg_hash] if len(parts) else parts
+            if len(parts):
+                ids += log_components(parts, cfg.wandb_project, entity=cfg.wandb_entity)
             if ids:
                 log.info("wandb trajectory of %s [%s] rebuilt (%s)", run, cfg_hash, ", ".join(ids))
             else:

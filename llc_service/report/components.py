@@ -149,8 +149,9 @@ def log_components(table, project: str, entity: str | None = None, dir: str | No
         try:
             import wandb
 
-            settings = wandb.Settings(console="off", silent=True, disable_git=True, save_code=False,
-                                      x_disable_stats=True, x_save_requirements=False)
+            from llc_service.credentials import run_settings
+
+            settings = run_settings()  # no argv, code or git state in the run file
             wid = components_run_id(run, cfg)
             wrun = wandb.init(project=project, entity=entity, id=wid, name=f"{run} components [{cfg}]", group=run,
                               job_type="trajectory-components", config={"run_id": run, "config_hash": cfg,

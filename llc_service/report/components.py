@@ -112,7 +112,12 @@ def plot_components(table, path: str, storage_options: dict | None = None) -> li
                             yerr=np.nan_to_num(ok["llc_std"].to_numpy(dtype=float)), marker="o", markersize=3,
                             capsize=2, linewidth=1.0)
                 ax.set_title(comp, fontsize="small")
-                ax.set_xscale("symlog" if min(steps) <= 0 else "log", **({"linthresh": 1.0} if min(steps) <= 0 else {}))
+                if min(steps) <= 0:
+                    ax.set_xscale("symlog", linthresh=1.0)
+                    ax.set_xlim(0.0, max(max(steps) * 1.5, 2.0))
+                else:  # explicit limits: one checkpoint alone would give log axes no range
+                    ax.set_xscale("log")
+                    ax.set_xlim(min(steps) / 1.5, max(steps) * 1.5)
                 ax.grid(True, alpha=0.3)
             fig.supxlabel("training step")
             fig.supylabel("λ̂ of the component")

@@ -74,13 +74,15 @@ def test_lambda_of_k_masked_elements_is_k_over_2(k):
 
 
 def test_restricted_estimate_ignores_frozen_elements_around_it():
-    """Noise is drawn for the moving elements only: a large frozen parameter elsewhere changes nothing, bit for bit."""
+    """Noise is drawn for the moving elements only: a large frozen parameter elsewhere gives the same noise draws and
+    the same chains (to rounding: buffer addresses differ, and vectorised kernels round by alignment; other noise
+    draws would change the traces by O(1))."""
     small, data = two_layer()
     big, _ = two_layer(extra=10_000)
     masks = mask_of(small, 6)
     a = estimate_llc(small, data, cfg(num_draws=200), loss_fn=nll, masks=masks)
     b = estimate_llc(big, data, cfg(num_draws=200), loss_fn=nll, masks=masks)
-    assert np.array_equal(a.loss_trace, b.loss_trace)
+    np.testing.assert_allclose(a.loss_trace, b.loss_trace, rtol=1e-5)
     assert a.num_params == b.num_params == 6
 
 

@@ -79,3 +79,11 @@ def failing(rhat, ess_bulk, acceptance, num_chains_used) -> bool:
 
     n = int(num_chains_used) if num_chains_used is not None and num_chains_used == num_chains_used else 1
     return bool(diagnostic_warnings(val(rhat), val(ess_bulk), val(acceptance), n))
+
+
+def summary_fields(result) -> dict:
+    """The summary-row columns of an ``LLCResult``'s diagnostics (schema version 2)."""
+    per_chain = result.mala_per_chain
+    return {"baseline": result.baseline, "rhat": result.rhat, "ess_bulk": result.ess_bulk,
+            "mala_acceptance": result.mala_acceptance,
+            "mala_per_chain": None if per_chain is None else [float(x) for x in per_chain]}

@@ -1,4 +1,4 @@
-"""The canonical Parquet schemas of the results (version 1), and the only way rows become tables.
+"""The canonical Parquet schemas of the results (version 2), and the only way rows become tables.
 
 Readers infer a schema from the first file they open; a column that is null there (``wbic`` of a failed row)
 would then clash with a later float. So writers build every table from these schemas and readers pass them too.
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: chain diagnostics (rhat, ess_bulk, mala_acceptance, mala_per_chain) and the λ̂ baseline; files of version 1
+read as before, with those columns null (see :func:`conform`)."""
 
 STATUSES = ("ok", "failed", "diverged")
 ERROR_KINDS = ("permanent", "transient")
@@ -35,6 +37,11 @@ _SUMMARY = [
     ("chains_used", "list<int32>", True),
     ("num_chains_used", "int32", True),
     ("wbic", "float64", True),
+    ("baseline", "string", True),
+    ("rhat", "float64", True),
+    ("ess_bulk", "float64", True),
+    ("mala_acceptance", "float64", True),
+    ("mala_per_chain", "list<float64>", True),
     ("sampler", "string", True),
     ("epsilon", "float64", True),
     ("nbeta", "float64", True),
@@ -94,7 +101,7 @@ def _schema(spec: list, kind: str):
     import pyarrow as pa
 
     return pa.schema([pa.field(n, _arrow_type(t), nullable=null) for n, t, null in spec],
-                     metadata={b"llc_service.table": kind.encode(), b"llc_service.schema_version": b"1"})
+                     metadata={b"llc_service.table": kind.encode(), b"llc_service.schema_version": str(SCHEMA_VERSION).encode()})
 
 
 _BUILT: dict = {}

@@ -28,7 +28,8 @@ MAX_LOGGED_DRAWS = 2000
 """Longer traces are logged every k-th draw (wandb charts sample anyway); the full trace is in Parquet."""
 
 SUMMARY_KEYS = ("status", "error", "error_kind", "llc_mean", "llc_std", "init_loss", "llc_per_chain", "chain_status",
-                "num_chains_used", "wbic", "weight_norm", "wall_seconds", "attempt", "checkpoint_step")
+                "num_chains_used", "wbic", "weight_norm", "wall_seconds", "attempt", "checkpoint_step",
+                "baseline", "rhat", "ess_bulk", "mala_acceptance", "mala_per_chain")
 IDENTITY_KEYS = ("run_id", "checkpoint_step", "checkpoint_uri", "checkpoint_fingerprint", "config_hash", "data_uri",
                  "data_fingerprint", "model_type", "num_params", "device", "world_size", "code_version")
 

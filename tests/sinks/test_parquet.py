@@ -24,7 +24,7 @@ def check_ok_row(row: pd.Series, rec, **overrides) -> None:
     for key in ("run_id", "checkpoint_step", "checkpoint_uri", "checkpoint_fingerprint", "config_hash", "status",
                 "attempt", "llc_mean", "llc_std", "init_loss", "sampler", "epsilon", "num_params", "config_json"):
         assert row[key] == s[key], key
-    assert row["schema_version"] == 1 and pd.isna(row["wbic"]) and pd.isna(row["error"])
+    assert row["schema_version"] == 2 and pd.isna(row["wbic"]) and pd.isna(row["error"])
     assert list(row["llc_per_chain"][:2]) == [12.0, 13.0] and math.isnan(row["llc_per_chain"][2])
     assert list(row["chain_status"]) == ["ok", "ok", "diverged"] and list(row["chains_used"]) == [0, 1]
     np.testing.assert_array_equal(row["weight_sketch"], s["weight_sketch"])

@@ -3,6 +3,7 @@
 import math
 
 import pandas as pd
+import pytest
 import yaml
 
 from llc_service.cli import main
@@ -10,6 +11,7 @@ from tests.helpers.checkpoints import make_checkpoint
 from tests.helpers.measure import set_args
 
 
+@pytest.mark.slow  # 90 s on the loaded 2-core box (three grid points and one measurement)
 def test_calibrate_writes_files_and_recommended_yaml_loads_in_measure(tmp_path, token_parquet, capsys):
     ckpt = make_checkpoint(tmp_path / "bucket" / "run" / "step100")
     out = tmp_path / "cal"

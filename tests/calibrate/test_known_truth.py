@@ -23,6 +23,7 @@ def check(built, epsilon=1e-4, gamma=1.0, draws=400, burnin=200, seed=0, chains=
     return res
 
 
+@pytest.mark.slow  # ~60 s alone, 235 s on the loaded 2-core box
 def test_regular_regression_from_the_default_grid():
     res = check(km.regular(d=2, n=200, seed=4), draws=200, burnin=100, chains=2)
     assert "plateau" in res.reason

@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 import math
 
+from llc_service.errors import UsageError
+
 AXES = ("epsilon", "nbeta", "gamma")
 HALF_DECADES = 8
 """Default ε axis: the config's ε × 10^(k/2) for k = −4 … 4 (nine points, 1e-2× … 1e2×)."""
@@ -23,17 +25,17 @@ def parse_grid(items: list[str] | None) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"--grid expects AXIS=v1,v2,..., got {item!r}")
+            raise UsageError(f"--grid expects AXIS=v1,v2,..., got {item!r}")
         key, values = item.split("=", 1)
         key = key.strip()
         if key not in AXES:
-            raise ValueError(f"--grid axis {key!r} is not one of {AXES}")
+            raise UsageError(f"--grid axis {key!r} is not one of {AXES}")
         try:
             vals = [float(v) for v in values.split(",") if v.strip()]
         except ValueError:
-            raise ValueError(f"--grid {key} expects numbers, got {values!r}") from None
+            raise UsageError(f"--grid {key} expects numbers, got {values!r}") from None
         if not vals or any(not math.isfinite(v) or v <= 0 and key != "gamma" or v < 0 for v in vals):
-            raise ValueError(f"--grid {key} expects positive finite numbers, got {values!r}")
+            raise UsageError(f"--grid {key} expects positive finite numbers, got {values!r}")
         out[key] = sorted(set(vals))
     return out
 
@@ -42,7 +44,7 @@ def resolve(cfg, grid: dict | None) -> dict[str, list[float]]:
     full = default_grid(cfg)
     for key, vals in (grid or {}).items():
         if key not in AXES:
-            raise ValueError(f"grid axis {key!r} is not one of {AXES}")
+            raise UsageError(f"grid axis {key!r} is not one of {AXES}")
         full[key] = sorted(set(float(v) for v in vals))
     return full
 

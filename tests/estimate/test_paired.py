@@ -48,3 +48,12 @@ def test_vmap_chains_give_the_sequential_paired_estimate():
     vm = estimate_llc(model, data, dataclasses.replace(cfg, chain_batching="vmap"), loss_fn=loss_fn)
     np.testing.assert_allclose(vm.baseline_trace, seq.baseline_trace, rtol=1e-5)
     assert vm.llc_mean == pytest.approx(seq.llc_mean, rel=1e-3)
+
+
+def test_config_hash_keeps_older_results_and_tells_paired_apart():
+    from llc_service.config import MeasureConfig
+
+    init, paired = MeasureConfig(), MeasureConfig(baseline="paired")
+    assert "baseline" not in init.identity() and "mala_acceptance" not in init.identity()
+    assert init.config_hash() == MeasureConfig(mala_acceptance=False).config_hash()
+    assert paired.config_hash() != init.config_hash()

@@ -50,3 +50,22 @@ def test_no_plateau_exits_1_with_advice(tmp_path, token_parquet, capsys):
 def test_bad_grid_is_a_usage_error(tmp_path, token_parquet, capsys):
     assert main(["calibrate", "x", "--data", token_parquet, "--out", str(tmp_path), "--grid", "eps=1"]) == 2
     assert "--grid axis 'eps'" in capsys.readouterr().err
+
+
+def test_recommended_yaml_round_trips_through_measure(tmp_path, token_parquet):
+    """What write_outputs writes for a chosen point is a config `measure --config` accepts, credentials left out."""
+    from llc_service.calibration.command import write_outputs
+    from llc_service.calibration.run import TABLE_COLUMNS, CalibrationResult
+    from tests.helpers.measure import small_config
+
+    cfg = small_config(epsilon=2e-4, storage_options={"key": "secret"})
+    row = {c: 0.0 for c in TABLE_COLUMNS} | {"epsilon": 2e-4, "nbeta": cfg.nbeta, "gamma": cfg.gamma,
+                                              "chains_diverged": 0, "stationary": True}
+    table = pd.DataFrame([row]).assign(verdict="recommended", recommended=True)
+    paths = write_outputs(CalibrationResult(table, cfg, "test reason", {}), str(tmp_path / "cal"), cfg)
+    text = (tmp_path / "cal" / "recommended.yaml").read_text()
+    assert "secret" not in text and yaml.safe_load(text)["epsilon"] == 2e-4 and paths["plot"].endswith(".png")
+    ckpt = make_checkpoint(tmp_path / "bucket" / "run" / "step100")
+    assert main(["measure", str(ckpt), "--data", token_parquet, "--out", str(tmp_path / "res"), "--config",
+                 paths["recommended"], "--no-wandb", "-q"]) == 0
+    assert pd.read_parquet(next((tmp_path / "res").rglob("*.parquet"))).shape[0] >= 1

@@ -90,6 +90,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a field of the job spec (repeatable)")
     s.add_argument("--no-follow", action="store_true", help="return after submitting")
 
+    c = sub.add_parser("calibrate", help="sweep ε (and nβ, γ) on one checkpoint and recommend a setting",
+                       description="Run a short measurement (the config's chains, draws, seeds and data) at every grid "
+                                   "point and pick a setting with an explicit rule: within each (nβ, γ), the largest ε "
+                                   "whose chains do not diverge, are stationary in their second half, have R̂ ≤ 1.1 "
+                                   "and λ̂ > 0, and whose λ̂ agrees within Monte-Carlo error (or 5%%) with the next "
+                                   "smaller ε (the plateau); MALA acceptance ≥ 0.5 is required only where it is "
+                                   "informative (≥ 0.9 at the smallest ε). Default grid: ε × 10^(k/2), k = -4..4, "
+                                   "around the config's ε; nβ and γ from the config. Writes OUT/calibration.parquet, "
+                                   "OUT/calibration.png and OUT/recommended.yaml (for measure/watch --config). "
+                                   "Exit 0 with a recommendation, 1 without (the reason says what to try), 2 usage "
+                                   "error. See docs/calibration.md.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder (path or URI)")
+    c.add_argument("--data", required=True, metavar="DATA")
+    c.add_argument("--out", required=True, metavar="DIR", help="folder for the calibration files (path or URI)")
+    c.add_argument("--grid", metavar="AXIS=V1,V2,...", action="append", default=[],
+                   help="replace one grid axis (epsilon, nbeta or gamma), e.g. --grid epsilon=1e-5,3e-5,1e-4 "
+                        "(repeatable)")
+    c.add_argument("--processes", type=int, default=1, help="grid points measured in parallel on this machine")
+    _add_config_args(c)
+
     r = sub.add_parser("report", help="print the λ̂ trajectory per run and plot it",
                        description="Read RESULTS/summary and print λ̂ ± std, loss at w*, weight norm and distance "
                                    "from the first checkpoint against training step, per run and config; mark "
@@ -183,13 +204,22 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    cfg = _load_cfg(args)
+    from llc_service.calibration.command import run
+    from llc_service.calibration.grid import parse_grid
+
+    return run(args.checkpoint, args.data, args.out, cfg, parse_grid(args.grid), processes=max(args.processes, 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     from llc_service.console import usage_error
     from llc_service.errors import UsageError
 
     args = build_parser().parse_args(argv)
     _setup_logging(args)
-    handler = {"measure": cmd_measure, "watch": cmd_watch, "submit": cmd_submit, "report": cmd_report}[args.command]
+    handler = {"measure": cmd_measure, "watch": cmd_watch, "submit": cmd_submit, "report": cmd_report,
+               "calibrate": cmd_calibrate}[args.command]
     try:
         return handler(args)
     except UsageError as exc:  # a refused request: one clear line, no traceback, nothing written

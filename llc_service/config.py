@@ -19,6 +19,7 @@ from typing import Any
 
 SAMPLERS = ("sgld", "rmsprop_sgld")
 CHAIN_BATCHING = ("auto", "off", "vmap")
+BASELINES = ("init", "paired")
 
 RUNTIME = {"identity": False}
 """Field metadata of settings that change how or where the work runs, not what is measured: left out of
@@ -71,6 +72,12 @@ class SamplerConfig:
     """Progress bar: None = only when stderr is a TTY."""
     noise_scale: float = 1.0
     """Multiplies the Langevin noise. Keep 1; 0 turns SGLD into SGD (a diagnostic), other values are not SGLD."""
+    baseline: str = field(default="init", metadata={"hash_omits": "init"})
+    """"init": λ̂ = nβ·(mean draw loss − L(w*)), L(w*) averaged over ``init_loss_batches``; "paired": each draw's
+    loss minus the loss at w* on the same minibatch (one extra forward per draw, no backward; lower variance, see
+    docs/benchmarks.md)."""
+    mala_acceptance: bool = field(default=True, metadata=RUNTIME)
+    """Track each chain's mean MALA acceptance (plain SGLD only; one saved copy of the weights per chain)."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the offending field; called before any work."""
@@ -91,6 +98,7 @@ class SamplerConfig:
         _check(self, "autocast_dtype", self.autocast_dtype in (None, "bf16", "fp16"), "must be null, bf16 or fp16")
         _check(self, "noise_scale", self.noise_scale >= 0 and math.isfinite(self.noise_scale), "must be >= 0")
         _check(self, "chain_batching", self.chain_batching in CHAIN_BATCHING, f"must be one of {CHAIN_BATCHING}")
+        _check(self, "baseline", self.baseline in BASELINES, f"must be one of {BASELINES}")
         _check(
             self,
             "device",
@@ -141,7 +149,7 @@ class MeasureConfig(SamplerConfig):
     sinks: list[str] = field(default_factory=lambda: ["wandb"], metadata=RUNTIME)
     """Views written after Parquet (always first, the source of truth): ``wandb`` (when ``wandb_project`` is set
     and not ``--no-wandb``), ``stdout`` (one line per measurement), or any registered sink."""
-    components: list | None = None
+    components: list | None = field(default=None, metadata={"hash_omits": None})
     """Refined LLC: measure these components one after another on one loaded checkpoint, one summary row each.
     Presets ``attention_heads``, ``mlps``, ``layers``, ``all`` (the whole model) and/or entries
     ``{name, param_filter, heads, neurons}``; ``--set components=attention_heads,all``. See llc_service/components."""
@@ -182,12 +190,12 @@ class MeasureConfig(SamplerConfig):
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that define *what* is measured (hashed into the config hash): all but the ``RUNTIME`` ones."""
+        """The fields that define *what* is measured (hashed into the config hash): all but the ``RUNTIME`` ones, and
+        fields added later while they hold the value that reproduces older results (``hash_omits``), so those results
+        keep their hash."""
         values = self.to_dict()
-        ident = {f.name: values[f.name] for f in fields(self) if f.metadata.get("identity", True)}
-        if ident.get("components") is None:  # added later: absent keeps the hashes of earlier results
-            ident.pop("components", None)
-        return ident
+        return {f.name: values[f.name] for f in fields(self) if f.metadata.get("identity", True)
+                and not ("hash_omits" in f.metadata and f.metadata["hash_omits"] == values[f.name])}
 
     def config_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()

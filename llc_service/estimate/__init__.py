@@ -24,8 +24,15 @@ def merge_runs(runs: list[ChainRun]):
 
 def result_from_runs(runs: list[ChainRun], cfg: SamplerConfig, num_data: int | None = None) -> LLCResult:
     """Merge the chain runs of one or several processes (in chain order) into one result."""
+    import numpy as np
+
     trace, diverged = merge_runs(runs)
-    res = summarize(trace, runs[0].init_loss, cfg.nbeta, runs[0].num_params, diverged, num_data)
+    order = sorted((c, i, j) for i, r in enumerate(runs) for j, c in enumerate(r.chains))
+    base = (np.stack([runs[i].baseline_trace[j] for _, i, j in order])
+            if all(r.baseline_trace is not None for r in runs) else None)
+    acc = [(runs[i].acceptance or [float("nan")] * len(runs[i].chains))[j] for _, i, j in order]
+    res = summarize(trace, runs[0].init_loss, cfg.nbeta, runs[0].num_params, diverged, num_data,
+                    baseline_trace=base, acceptance=acc)
     res.wall_seconds = max(r.seconds for r in runs)
     steps = sum(r.steps for r in runs)
     res.steps_per_second = steps / res.wall_seconds if res.wall_seconds else 0.0

@@ -28,6 +28,8 @@ slower than sequential chains). ``chain_batching="auto"`` therefore only batches
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
@@ -134,15 +136,71 @@ class BatchedChains:
         gens = [seeding.generator(cfg.seed, c, seeding.NOISE, ws.device) for c in chains]
         streams = [ws.stream(c, seeding.DATA) for c in chains]
 
+        extra = _BatchedExtras(self, states, chains)  # paired baseline and MALA acceptance
+        counter = itertools.count()
+
         def step(active: list[int]) -> torch.Tensor:
+            t = next(counter)
             idx = torch.stack([s.indices() for s in streams])  # (C, B): each chain's own data order
             batch = batches.to_device(batches.take(ws.collated, idx), ws.device)
             grads, loss = self.gradients(w, batch)
+            extra.at_step(t, batch, loss)
             for i in active:
+                extra.before_update(i, grads[i], loss)
                 ws.update(states[i], grads[i], gens[i])
+                extra.after_update(i)
             return loss
 
         def retire(i: int) -> None:  # park a diverged chain's row at w*: no NaN arithmetic in the later steps
             rows[i].copy_(flat.sampled_anchor)
 
-        return run_loop(step, num, cfg, ws.device, bar, retire)
+        out = run_loop(step, num, cfg, ws.device, bar, retire)
+        extra.finish()
+        return out
+
+    def anchor_losses(self, batch: Any, num: int) -> torch.Tensor:
+        """(C,) loss at w* on each chain's minibatch: the batched forward with w* broadcast (no copy, no grad)."""
+        with torch.no_grad(), self.ws.autocast():
+            return self._losses(self.ws.flat.anchor.expand(num, -1), batch).detach().float()
+
+
+class _BatchedExtras:
+    """The paired baseline and MALA acceptance of the batched chains (see ``chains._StepHooks``, the sequential
+    twin): one MALA tracker (one saved row) per chain, one batched forward at w* per paired step."""
+
+    def __init__(self, runner: BatchedChains, states: list, chains: list[int]):
+        from llc_service.estimate.paired import is_draw_step
+        from llc_service.sampler.mala import MalaTracker
+
+        ws, cfg = runner.ws, runner.ws.cfg
+        self.runner, self.ws, self.states, self.chains, self.cfg = runner, ws, states, chains, cfg
+        self.total = cfg.num_burnin + cfg.num_draws * cfg.num_steps_bw_draws
+        self.trackers = [MalaTracker(cfg, s.w) for s in states] if ws.mala is not None else None
+        self.paired = [t >= cfg.num_burnin and (self.trackers is not None or is_draw_step(t, cfg))
+                       for t in range(self.total)] if ws.anchor_loss is not None else None
+        self.base = (torch.full((len(chains), self.total), float("nan"), dtype=torch.float64, device=ws.device)
+                     if self.paired is not None else None)
+        self.step_base = None
+
+    def at_step(self, t: int, batch: Any, loss: torch.Tensor) -> None:
+        self.step_base = None
+        if self.paired is not None and self.paired[t]:
+            self.step_base = self.runner.anchor_losses(batch, len(self.chains))
+            self.base[:, t] = self.step_base
+
+    def before_update(self, i: int, grad: torch.Tensor, loss: torch.Tensor) -> None:
+        if self.trackers is not None:
+            value = loss[i] - self.step_base[i] if self.step_base is not None else loss[i]
+            self.trackers[i].before_update(self.states[i], grad, value)
+
+    def after_update(self, i: int) -> None:
+        if self.trackers is not None:
+            self.trackers[i].after_update(self.states[i])
+
+    def finish(self) -> None:
+        cfg = self.cfg
+        base = None if self.base is None else self.base.cpu().numpy()[:, cfg.num_burnin::cfg.num_steps_bw_draws][
+            :, : cfg.num_draws]
+        for i, c in enumerate(self.chains):
+            acc = self.trackers[i].mean() if self.trackers is not None else math.nan
+            self.ws.extras[c] = (None if base is None else base[i], acc)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -32,6 +34,10 @@ class ChainRun:
     num_params: int
     steps: int
     seconds: float
+    baseline_trace: np.ndarray | None = None
+    """(len(chains), draws) loss at w* on each draw's minibatch (``baseline: paired``), else None."""
+    acceptance: list[float] | None = None
+    """Mean MALA acceptance per chain (NaN where not tracked)."""
 
 
 class Workspace:
@@ -51,6 +57,12 @@ class Workspace:
         self.flat = FlatParams(self.model, cfg.param_filter, masks).bind()  # masks: sampler/masks.py
         self.collated = batches.materialize(data)
         self.init, self.update = build_sampler(cfg)
+        self.extras: dict[int, tuple] = {}  # chain -> (paired baseline draws or None, MALA acceptance)
+        from llc_service.estimate.paired import AnchorLoss
+        from llc_service.sampler import mala
+
+        self.anchor_loss = AnchorLoss(self) if cfg.baseline == "paired" else None
+        self.mala = mala.MalaTracker(cfg, self.flat.sampled_w) if cfg.mala_acceptance and mala.supported(cfg) else None
 
     def autocast(self):
         if self.cfg.autocast_dtype and self.device.type == "cuda":
@@ -85,16 +97,25 @@ class Workspace:
         model, loss_fn, update, grad = self.model, self.loss_fn, self.update, flat.grad
         moving, publish = flat.sampled_grad, flat.publish  # identity / no-op without masks
 
+        hooks = _StepHooks(self, chain)  # paired baseline and MALA acceptance (nothing when both are off)
+        counter = itertools.count()
+
         def step(active: list[int]) -> torch.Tensor:
+            t = next(counter)
+            batch = next(data)
             with self.autocast():
-                loss = loss_fn(model, next(data))
+                loss = loss_fn(model, batch)
             loss.backward()
-            update(state, moving(), gen)
+            g = moving()  # the gradient of the moving elements (all of them without masks)
+            hooks.before_update(t, state, g, batch, loss)
+            update(state, g, gen)
+            hooks.after_update(state)
             publish()
             grad.zero_()
             return loss
 
         trace, diverged = run_loop(step, 1, self.cfg, self.device, bar)
+        hooks.finish()
         return trace[0], diverged[0]
 
     def close(self) -> None:
@@ -102,6 +123,44 @@ class Workspace:
         del self.model, self.flat, self.collated
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+class _StepHooks:
+    """What a chain records besides its draw losses (:mod:`.paired`, :mod:`llc_service.sampler.mala`): the loss at
+    w* on the step's minibatch, and the MALA acceptance of each step. Does nothing when neither is on."""
+
+    def __init__(self, ws: Workspace, chain: int):
+        from llc_service.estimate.paired import is_draw_step
+
+        cfg = ws.cfg
+        self.ws, self.chain, self.mala, self.anchor_loss = ws, chain, ws.mala, ws.anchor_loss
+        total = cfg.num_burnin + cfg.num_draws * cfg.num_steps_bw_draws
+        # the steps that evaluate w*: every draw, and every post-burn-in step when MALA needs both ends paired
+        self.paired = [t >= cfg.num_burnin and (self.mala is not None or is_draw_step(t, cfg))
+                       for t in range(total)] if self.anchor_loss is not None else None
+        self.base = (torch.full((total,), float("nan"), dtype=torch.float64, device=ws.device)
+                     if self.anchor_loss is not None else None)
+        if self.mala is not None:
+            self.mala.reset()
+
+    def before_update(self, t: int, state, grad: torch.Tensor, batch, loss: torch.Tensor) -> None:
+        base = None
+        if self.paired is not None and self.paired[t]:
+            base = self.anchor_loss(batch)
+            self.base[t] = base
+        if self.mala is not None:
+            loss = loss.detach()
+            self.mala.before_update(state, grad, loss - base if base is not None else loss)
+
+    def after_update(self, state) -> None:
+        if self.mala is not None:
+            self.mala.after_update(state)
+
+    def finish(self) -> None:
+        from llc_service.estimate.loop import draws
+
+        base = None if self.base is None else draws(self.base.cpu().numpy(), self.ws.cfg)
+        self.ws.extras[self.chain] = (base, self.mala.mean() if self.mala is not None else math.nan)
 
 
 def use_vmap(ws: Workspace, num_chains: int) -> bool:
@@ -161,8 +220,11 @@ def run_chains(model: torch.nn.Module, data: Any, cfg: SamplerConfig, chains: Se
                     traces.append(trace)
                     diverged.append(d)
         num_params = ws.flat.numel
+        extras = [ws.extras.get(c, (None, math.nan)) for c in chains]
     finally:
         ws.close()
     loss_trace = np.stack(traces) if traces else np.zeros((0, cfg.num_draws))
+    base = np.stack([e[0] for e in extras]) if extras and extras[0][0] is not None else None
     return ChainRun(chains=chains, loss_trace=loss_trace, diverged_at=diverged, init_loss=init_loss,
-                    num_params=num_params, steps=steps_per_chain * len(chains), seconds=time.perf_counter() - t0)
+                    num_params=num_params, steps=steps_per_chain * len(chains), seconds=time.perf_counter() - t0,
+                    baseline_trace=base, acceptance=[float(e[1]) for e in extras])

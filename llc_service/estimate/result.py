@@ -1,6 +1,7 @@
 """From loss traces to λ̂: per chain, across chains, running, and health checks.
 
-    λ̂_c = nβ · ( mean of chain c's draw losses − L(w*) )
+    λ̂_c = nβ · ( mean of chain c's draw losses − L(w*) )                  (baseline: init)
+    λ̂_c = nβ · mean_t ( L_{B_t}(w_t) − L_{B_t}(w*) )                        (baseline: paired, see .paired)
 
 Draw losses are taken after burn-in (burn-in steps are never averaged). A diverged chain (non-finite loss) is
 excluded from the mean and reported as such; it is never averaged over the steps before it diverged.
@@ -49,6 +50,18 @@ class LLCResult:
     steps_per_second: float = 0.0
     diverged_at: list[int | None] = field(default_factory=list)
     """Step at which each chain diverged (None if it did not)."""
+    baseline: str = "init"
+    baseline_trace: np.ndarray | None = None
+    """(chains, draws) loss at w* on each draw's minibatch (``baseline: paired``), else None."""
+    rhat: float = math.nan
+    """Split-R̂ (rank-normalised, ArviZ) across the chains used of the per-draw summand of λ̂ (the draw loss; with
+    the paired baseline, the draw loss minus the loss at w* on its minibatch). NaN with one chain."""
+    ess_bulk: float = math.nan
+    """Bulk effective sample size of the same per-draw values, all chains used together."""
+    mala_acceptance: float = math.nan
+    """Mean over the chains used of each chain's mean MALA acceptance (NaN where not tracked)."""
+    mala_per_chain: np.ndarray | None = None
+    """(chains,) mean MALA acceptance per chain."""
 
     def __str__(self) -> str:
         used = f"{len(self.chains_used)}/{len(self.chain_status)} chains"
@@ -57,18 +70,26 @@ class LLCResult:
 
 
 def summarize(loss_trace: np.ndarray, init_loss: float, nbeta: float, num_params: int,
-              diverged_at: list[int | None], num_data: int | None = None) -> LLCResult:
-    """Turn (chains, draws) draw losses into an :class:`LLCResult`; raises if every chain diverged."""
+              diverged_at: list[int | None], num_data: int | None = None, baseline_trace: np.ndarray | None = None,
+              acceptance=None) -> LLCResult:
+    """Turn (chains, draws) draw losses into an :class:`LLCResult`; raises if every chain diverged.
+
+    ``baseline_trace`` (paired baseline): the loss at w* on each draw's minibatch, subtracted draw by draw instead
+    of ``init_loss``. ``acceptance``: each chain's mean MALA acceptance."""
+    from llc_service.estimate import diagnostics
+
     loss_trace = np.asarray(loss_trace, dtype=np.float64)
+    summand = loss_trace if baseline_trace is None else loss_trace - np.asarray(baseline_trace, dtype=np.float64)
+    offset = init_loss if baseline_trace is None else 0.0
     chains, draws = loss_trace.shape
     status = ["diverged" if d is not None else "ok" for d in diverged_at]
     used = [c for c in range(chains) if status[c] == "ok"]
     counts = np.arange(1, draws + 1, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        running = nbeta * (np.cumsum(loss_trace, axis=1) / counts - init_loss)
+        running = nbeta * (np.cumsum(summand, axis=1) / counts - offset)
     per_chain = np.full(chains, np.nan)
     for c in used:
-        per_chain[c] = nbeta * (loss_trace[c].mean() - init_loss)
+        per_chain[c] = nbeta * (summand[c].mean() - offset)
     if not used:
         where = ", ".join(f"chain {c} at step {d}" for c, d in enumerate(diverged_at))
         raise AllChainsDivergedError(
@@ -80,7 +101,16 @@ def summarize(loss_trace: np.ndarray, init_loss: float, nbeta: float, num_params
                     nbeta=float(nbeta), num_params=int(num_params), diverged_at=list(diverged_at))
     if num_data and num_data > 1 and math.isclose(nbeta, num_data / math.log(num_data), rel_tol=1e-3):
         res.wbic = float(num_data * np.nanmean(loss_trace[used]))
-    res.health = health_checks(res)
+    if baseline_trace is not None:
+        res.baseline, res.baseline_trace = "paired", np.asarray(baseline_trace, dtype=np.float64)
+    diag = diagnostics.loss_diagnostics(summand, used)
+    res.rhat, res.ess_bulk = diag.rhat, diag.ess_bulk
+    if acceptance is not None:
+        res.mala_per_chain = np.asarray(acceptance, dtype=np.float64)
+        vals = res.mala_per_chain[used]
+        res.mala_acceptance = float(np.mean(vals)) if np.isfinite(vals).all() and len(vals) else math.nan
+    res.health = health_checks(res) + diagnostics.diagnostic_warnings(res.rhat, res.ess_bulk, res.mala_acceptance,
+                                                                      len(used))
     return res
 
 

@@ -40,6 +40,11 @@ def plot_trajectory(table, path: str, boundaries: bool | dict = True, smooth: fl
                             marker="o", markersize=3, capsize=2, linewidth=1.2, label=label)
             ax_loss.plot(g["step"].to_numpy(dtype=np.float64), g["init_loss"].to_numpy(dtype=np.float64),
                          color=colour, marker="o", markersize=3, linewidth=1.2, label=label)
+            if "diag_fail" in ok.columns and ok["diag_fail"].astype(bool).any():  # diagnostics fail: ringed
+                flagged = ok[ok["diag_fail"].astype(bool)]
+                ax_llc.plot(flagged["step"].to_numpy(dtype=np.float64), flagged["llc_mean"].to_numpy(dtype=np.float64),
+                            linestyle="none", marker="o", markersize=10, markerfacecolor="none", color="red",
+                            label="diagnostics fail" if k == 0 else None)
             bad = g[g["status"] != "ok"]
             if len(bad):  # failed / diverged measurements: marked on the axis, not silently missing
                 ax_llc.plot(bad["step"].to_numpy(dtype=np.float64), np.full(len(bad), 0.03), linestyle="none",

@@ -19,7 +19,7 @@ from typing import Sequence
 log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ("run_id", "config_hash", "step", "status", "llc_mean", "llc_std", "init_loss", "weight_norm",
-                 "dist_from_first", "nbeta", "num_chains_used")
+                 "dist_from_first", "nbeta", "num_chains_used", "rhat", "ess_bulk", "mala_acceptance", "diag_fail")
 
 
 def _sketch_distance(a, b) -> float:
@@ -80,7 +80,12 @@ def trajectory_table(summary_df, run_id: str | None = None):
         "weight_norm": col("weight_norm"), "dist_from_first": np.full(len(df), np.nan), "nbeta": col("nbeta"),
         "num_chains_used": df["num_chains_used"].astype("Int64").to_numpy() if "num_chains_used" in df.columns
         else pd.array([pd.NA] * len(df), dtype="Int64"),
+        "rhat": col("rhat"), "ess_bulk": col("ess_bulk"), "mala_acceptance": col("mala_acceptance"),
     })
+    from llc_service.estimate.diagnostics import failing
+
+    out["diag_fail"] = [r.status == "ok" and failing(r.rhat, r.ess_bulk, r.mala_acceptance, r.num_chains_used)
+                        for r in out.itertuples(index=False)]
     sketches = list(df["weight_sketch"]) if "weight_sketch" in df.columns else [None] * len(df)
     for _, idx in out.groupby(["run_id", "config_hash"], sort=False).indices.items():
         first = next((sketches[i] for i in idx if out["status"].iat[i] == "ok" and _has(sketches[i])), None)
@@ -205,7 +210,7 @@ def format_table(df, boundaries: dict | None = None) -> str:
     if df is None or len(df) == 0:
         return "no measurements found"
     header = f"{'step':>12}  {'status':<8}  {'llc_mean':>10}  {'± std':>8}  {'init_loss':>9}  {'‖w‖':>9}  " \
-             f"{'dist₀':>9}  {'chains':>6}"
+             f"{'dist₀':>9}  {'chains':>6}  {'R̂':>6}  {'ESS':>6}  {'MALA':>5}"
     blocks = []
     for (run, cfg), g in df.groupby(["run_id", "config_hash"], sort=True):
         marks = set((boundaries or {}).get((run, cfg), []))
@@ -215,10 +220,15 @@ def format_table(df, boundaries: dict | None = None) -> str:
         for r in g.itertuples(index=False):
             chains = "-" if r.num_chains_used is None or str(r.num_chains_used) == "<NA>" else str(r.num_chains_used)
             mark = "*" if int(r.step) in marks else " "
-            lines.append(f"{int(r.step):>12}{mark} {r.status:<8}  {_fmt(r.llc_mean, '10.4g')}  "
+            bad = "!" if getattr(r, "diag_fail", False) else " "
+            lines.append(f"{int(r.step):>12}{mark}{bad} {r.status:<8} {_fmt(r.llc_mean, '10.4g')}  "
                          f"{_fmt(r.llc_std, '8.3g', r.status == 'ok' and 'n/a')}  {_fmt(r.init_loss, '9.4g')}  "
                          f"{_fmt(r.weight_norm, '9.4g')}  "
-                         f"{_fmt(r.dist_from_first, '9.4g')}  {chains:>6}")
+                         f"{_fmt(r.dist_from_first, '9.4g')}  {chains:>6}  {_fmt(r.rhat, '6.3f')}  "
+                         f"{_fmt(r.ess_bulk, '6.0f')}  {_fmt(r.mala_acceptance, '5.2f')}")
+        if getattr(g, "diag_fail", None) is not None and g["diag_fail"].any():
+            lines.append("! chain diagnostics fail (R̂ > 1.1, low bulk ESS or low MALA acceptance): "
+                         "see docs/calibration.md")
         if boundaries is not None:
             found = ", ".join(str(s) for s in sorted(marks)) or "none"
             lines.append(f"stage boundaries (* ; turns of smoothed λ̂ vs log step): {found}")

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 SCHEMA_VERSION = 2
-"""2: the ``component`` columns (refined LLC: one row per component of one measurement). Version-1 files still read."""
+"""2: the ``component`` columns (refined LLC: one row per component of one measurement), chain diagnostics (rhat,
+ess_bulk, mala_acceptance, mala_per_chain) and the λ̂ baseline; files of version 1 read as before, with those
+columns null (see :func:`conform`)."""
 
 STATUSES = ("ok", "failed", "diverged")
 ERROR_KINDS = ("permanent", "transient")
@@ -37,6 +39,11 @@ _SUMMARY = [
     ("chains_used", "list<int32>", True),
     ("num_chains_used", "int32", True),
     ("wbic", "float64", True),
+    ("baseline", "string", True),
+    ("rhat", "float64", True),
+    ("ess_bulk", "float64", True),
+    ("mala_acceptance", "float64", True),
+    ("mala_per_chain", "list<float64>", True),
     ("sampler", "string", True),
     ("epsilon", "float64", True),
     ("nbeta", "float64", True),

@@ -29,7 +29,8 @@ MAX_LOGGED_DRAWS = 2000
 
 SUMMARY_KEYS = ("status", "error", "error_kind", "llc_mean", "llc_std", "init_loss", "llc_per_chain", "chain_status",
                 "num_chains_used", "wbic", "weight_norm", "wall_seconds", "attempt", "checkpoint_step",
-                "component_params", "component_seconds")
+                "component_params", "component_seconds", "baseline", "rhat", "ess_bulk", "mala_acceptance",
+                "mala_per_chain")
 IDENTITY_KEYS = ("run_id", "checkpoint_step", "checkpoint_uri", "checkpoint_fingerprint", "config_hash", "component",
                  "data_uri", "data_fingerprint", "model_type", "num_params", "device", "world_size", "code_version")
 

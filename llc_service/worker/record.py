@@ -114,9 +114,12 @@ def summary_row(unit: MeasureUnit, cfg: MeasureConfig, info: CheckpointInfo, res
             llc_per_chain=[float(x) for x in result.llc_per_chain], chain_status=list(result.chain_status),
             chains_used=list(result.chains_used), num_chains_used=len(result.chains_used), wbic=result.wbic,
         )
+        from llc_service.estimate.diagnostics import summary_fields
+
+        row.update(summary_fields(result))
         if result.health:
             log.warning("%s step %s: %s", row["run_id"], row["checkpoint_step"], "; ".join(result.health))
-    for key in ("llc_mean", "llc_std", "init_loss"):
+    for key in ("llc_mean", "llc_std", "init_loss", "rhat", "ess_bulk", "mala_acceptance"):
         if row.get(key) is not None and not math.isfinite(row[key]):
             row[key] = None
     return row

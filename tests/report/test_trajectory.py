@@ -71,3 +71,19 @@ def test_format_table_text():
     assert lines[3].split()[:3] == ["100*", "ok", "2.25"], lines[3]
     assert lines[2].split()[:2] == ["10", "ok"]
     assert lines[-1].endswith(": 100")
+
+
+def test_failing_diagnostics_are_marked():
+    """R̂ > 1.1 (chains disagree) or low MALA acceptance marks the row with '!'; a healthy row is not marked."""
+    df = curve_frame([10, 100, 1000], [1.5, 2.25, 1.0])
+    df["rhat"] = [1.002, 1.5, 1.01]
+    df["ess_bulk"] = [800.0, 900.0, 700.0]
+    df["mala_acceptance"] = [0.95, 0.93, 0.2]
+    t = trajectory_table(df)
+    assert list(t["diag_fail"]) == [False, True, True]
+    lines = format_table(t).splitlines()
+    assert lines[2].split()[:2] == ["10", "ok"]
+    assert lines[3].split()[:3] == ["100", "!", "ok"] and lines[4].split()[:3] == ["1000", "!", "ok"]
+    assert lines[-1].startswith("! chain diagnostics fail")
+    old = trajectory_table(curve_frame([10, 100], [1.0, 2.0]))  # version-1 rows: nothing measured, nothing marked
+    assert not old["diag_fail"].any()

@@ -25,6 +25,11 @@ EXPECTED_SUMMARY = {
     "peak_memory_mb": pa.float64(), "code_version": pa.string(), "started_at": TS, "ended_at": TS,
     "wall_seconds": pa.float64(), "component_params": pa.int64(), "component_seconds": pa.float64(),
 }
+EXPECTED_SUMMARY_V2 = {"baseline": pa.string(), "rhat": pa.float64(), "ess_bulk": pa.float64(),
+                       "mala_acceptance": pa.float64(), "mala_per_chain": pa.list_(pa.float64())}
+_at = list(EXPECTED_SUMMARY).index("wbic") + 1
+EXPECTED_SUMMARY = dict(list(EXPECTED_SUMMARY.items())[:_at] + list(EXPECTED_SUMMARY_V2.items())
+                        + list(EXPECTED_SUMMARY.items())[_at:])
 EXPECTED_DRAWS = {
     "schema_version": pa.int32(), "run_id": pa.string(), "checkpoint_step": pa.int64(),
     "checkpoint_fingerprint": pa.string(), "config_hash": pa.string(), "component": pa.string(), "chain": pa.int32(),
@@ -84,3 +89,19 @@ def test_conform_reads_other_versions_of_a_file():
     table = conform(old, SUMMARY_SCHEMA)
     assert table.schema.names == SUMMARY_SCHEMA.names
     assert table.column("checkpoint_step").type == pa.int64() and table.column("llc_mean").null_count == 1
+
+
+def test_a_version_1_file_reads_with_null_diagnostics(tmp_path):
+    """Results written before the diagnostics existed still read, with the new columns null."""
+    import pyarrow.parquet as pq
+
+    from llc_service.sinks import read_summary
+
+    v2 = summary_table([ok_record().summary])
+    v1 = v2.drop_columns(list(EXPECTED_SUMMARY_V2)).replace_schema_metadata({b"llc_service.schema_version": b"1"})
+    v1 = v1.set_column(0, "schema_version", pa.array([1], pa.int32()))
+    (tmp_path / "summary").mkdir()
+    pq.write_table(v1, tmp_path / "summary" / "old.parquet")
+    df = read_summary(str(tmp_path))
+    assert len(df) == 1 and df["schema_version"].iloc[0] == 1 and df["rhat"].isna().all()
+    assert df["llc_mean"].iloc[0] == ok_record().summary["llc_mean"]

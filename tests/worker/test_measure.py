@@ -50,6 +50,10 @@ def test_local_checkpoint_to_parquet_and_wandb(tmp_path, token_parquet, monkeypa
     assert s.config_hash == cfg.config_hash() and s.world_size == 1
     assert s.data_fingerprint and s.checkpoint_fingerprint and s.checkpoint_fingerprint != "unknown"
     assert json.loads(s.config_json)["epsilon"] == cfg.epsilon
+    # chain diagnostics (schema 2): R̂ and ESS from ArviZ, per-chain MALA acceptance, the baseline used
+    assert s.baseline == "init" and math.isfinite(s.rhat) and s.rhat > 0.9 and 0 < s.ess_bulk
+    assert len(s.mala_per_chain) == 3 and all(0 <= a <= 1 for a in s.mala_per_chain)
+    assert s.mala_acceptance == pytest.approx(float(np.mean(s.mala_per_chain)))
 
     draws = read_draws(str(out))
     assert len(draws) == cfg.num_chains * cfg.num_draws

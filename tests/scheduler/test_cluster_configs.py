@@ -16,7 +16,7 @@ from llc_service.cli import build_parser
 from llc_service.scheduler.job_spec import load_job
 
 ROOT = Path(__file__).resolve().parents[2]
-SUBCOMMANDS = {"measure", "watch", "submit", "report"}
+SUBCOMMANDS = {"measure", "watch", "submit", "report", "calibrate"}
 YAMLS = sorted([*ROOT.glob("jobs/*.yaml"), *ROOT.glob("cluster/**/*.yaml")])
 JOBS = sorted(ROOT.glob("jobs/*.yaml"))
 TEXT_FILES = [*YAMLS, *ROOT.glob("cluster/**/*.sbatch"), ROOT / "jobs" / "measure_many.py",

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "each in RESULTS (lease) and measure it on Ray (local cluster unless "
                                    "RAY_ADDRESS or --address is set). Exit codes: 0 done or stopped (SIGINT/"
                                    "SIGTERM), 2 usage error, 1 an outcome could not be recorded (results store "
-                                   "down through every retry).",
+                                   "down through every retry) or a store refuses access for good.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     w.add_argument("source", metavar="SOURCE", help="folder/prefix holding checkpoint folders (path or URI)")
     w.add_argument("--data", required=True, metavar="DATA")

@@ -373,6 +373,16 @@ def read_yaml_mapping(path: str, what: str, shape: str = "of field: value") -> d
     return loaded
 
 
+def split_setting(item: str, flag: str = "--set", form: str = "key=value") -> tuple[str, str]:
+    """``"key=value"`` → (key stripped, value as given); a :class:`UsageError` naming ``flag`` otherwise."""
+    from llc_service.errors import UsageError
+
+    if "=" not in item:
+        raise UsageError(f"{flag} expects {form}, got {item!r}")
+    key, value = item.split("=", 1)
+    return key.strip(), value
+
+
 def json_object(text: str, what: str) -> dict:
     """``text`` parsed as a JSON object, or a :class:`UsageError` saying ``what`` expected one."""
     from llc_service.errors import UsageError
@@ -397,7 +407,6 @@ def _unknown(cls: type, key: str) -> ValueError:
 
 def build_config(cls: type = MeasureConfig, values: dict | None = None, sets: list[str] | None = None):
     """Build and validate a config from a mapping (e.g. parsed YAML) and ``key=value`` overrides."""
-    from llc_service.errors import UsageError
 
     names = {f.name for f in fields(cls)}
     merged: dict[str, Any] = {}
@@ -406,10 +415,7 @@ def build_config(cls: type = MeasureConfig, values: dict | None = None, sets: li
             raise _unknown(cls, key)
         merged[key] = coerce(cls, key, value)
     for item in sets or []:
-        if "=" not in item:
-            raise UsageError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        key = key.strip()
+        key, value = split_setting(item)
         if key not in names:
             raise _unknown(cls, key)
         merged[key] = coerce(cls, key, value)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 
+from llc_service.config import split_setting
 from llc_service.errors import UsageError
 
 AXES = ("epsilon", "nbeta", "gamma")
@@ -24,10 +25,7 @@ def parse_grid(items: list[str] | None) -> dict[str, list[float]]:
     """``["epsilon=1e-5,1e-4", "gamma=100"]`` → {"epsilon": [1e-5, 1e-4], "gamma": [100.0]}."""
     out: dict[str, list[float]] = {}
     for item in items or []:
-        if "=" not in item:
-            raise UsageError(f"--grid expects AXIS=v1,v2,..., got {item!r}")
-        key, values = item.split("=", 1)
-        key = key.strip()
+        key, values = split_setting(item, "--grid", "AXIS=v1,v2,...")
         if key not in AXES:
             raise UsageError(f"--grid axis {key!r} is not one of {AXES}")
         try:

@@ -60,19 +60,6 @@ def auto_batchable(model: torch.nn.Module, num_params: int, device: torch.device
     return all(type(m) in _PLAIN for m in model.modules())
 
 
-class _LossModule(torch.nn.Module):
-    """``loss_fn(model, batch)`` as a module, so ``functional_call`` substitutes the weights for *every* use of
-    them inside ``loss_fn`` (a call of the model or a direct attribute read such as ``model.w``)."""
-
-    def __init__(self, model: torch.nn.Module, loss_fn):
-        super().__init__()
-        self.model = model
-        self.loss_fn = loss_fn
-
-    def forward(self, batch):
-        return self.loss_fn(self.model, batch)
-
-
 class ChainWorkspace(Protocol):
     """What :class:`BatchedChains` uses of a :class:`~llc_service.estimate.chains.Workspace` (typed here, not
     imported: chains.py imports this module)."""
@@ -99,7 +86,7 @@ class BatchedChains:
 
         self.ws = ws
         flat = ws.flat
-        wrapper = _LossModule(ws.model, ws.loss_fn)
+        wrapper = batches.LossModule(ws.model, ws.loss_fn)
         layout, offset = [], 0
         for name, p in zip(flat.names, flat.params):
             layout.append(("model." + name, offset, p.numel(), p.shape))

@@ -95,3 +95,16 @@ def causal_lm_loss(model: torch.nn.Module, batch: Any) -> torch.Tensor:
         targets = targets.masked_fill(mask[:, 1:] == 0, -100)
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
                            ignore_index=-100)
+
+
+class LossModule(torch.nn.Module):
+    """``loss_fn(model, batch)`` as a module, so ``functional_call`` substitutes the weights for *every* use of
+    them inside ``loss_fn`` (a call of the model or a direct attribute read such as ``model.w``)."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch):
+        return self.loss_fn(self.model, batch)

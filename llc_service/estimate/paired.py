@@ -19,17 +19,7 @@ from typing import Any
 
 import torch
 
-
-class _LossModule(torch.nn.Module):
-    """``loss_fn(model, batch)`` as a module, so ``functional_call`` substitutes every use of the weights."""
-
-    def __init__(self, model: torch.nn.Module, loss_fn):
-        super().__init__()
-        self.model = model
-        self.loss_fn = loss_fn
-
-    def forward(self, batch):
-        return self.loss_fn(self.model, batch)
+from llc_service.estimate import batches
 
 
 def anchor_views(flat, prefix: str = "model.") -> dict[str, torch.Tensor]:
@@ -47,7 +37,7 @@ class AnchorLoss:
 
     def __init__(self, ws):
         self.ws = ws
-        self.module = _LossModule(ws.model, ws.loss_fn)
+        self.module = batches.LossModule(ws.model, ws.loss_fn)
         self.params = anchor_views(ws.flat)
 
     def __call__(self, batch: Any) -> torch.Tensor:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llc_service.config import coerce_value, read_yaml_mapping
+from llc_service.config import coerce_value, read_yaml_mapping, split_setting
 from llc_service.errors import UsageError
 
 
@@ -114,9 +114,8 @@ def apply_set(job: dict, item: str) -> None:
     params/metadata/env_vars, a YAML value elsewhere, e.g. ``runtime_env.pip=[torch]``)."""
     import yaml
 
-    if "=" not in item:
-        raise UsageError(f"--set expects key=value, got {item!r}")
-    key, raw = (s.strip() for s in item.split("=", 1))
+    key, raw = split_setting(item)
+    raw = raw.strip()
     path = key.split(".")
     tp = _type_at(path)
     base = typing.get_args(tp)[0] if type(None) in typing.get_args(tp) else tp

@@ -89,3 +89,22 @@ def fingerprint(fs, files: list[DataFile], **settings: Any) -> str:
         h.update(json.dumps([f.name, f.size, ident]).encode())
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
+
+
+def identify(data_uri, storage_options: dict | None = None, *, seq_len: int, text_column: str,
+             max_rows: int | None) -> tuple[Any, list[DataFile], str]:
+    """(filesystem, data files, fingerprint) of DATA with the settings that shape its rows: the one place a data
+    fingerprint is computed, by the loader and by whoever needs the data's identity before loading (the watcher's
+    result keys)."""
+    from llc_service.storage import open_fs
+
+    fs, path = open_fs(data_uri, storage_options)
+    data_files = list_data_files(fs, path, str(data_uri))
+    return fs, data_files, fingerprint(fs, data_files, seq_len=seq_len, text_column=text_column, max_rows=max_rows)
+
+
+def data_fingerprint(data_uri, cfg) -> str:
+    """The fingerprint a measurement with ``cfg`` (a ``MeasureConfig``) records for DATA; raises ``DataError``
+    when DATA cannot be listed."""
+    return identify(data_uri, cfg.storage_options, seq_len=cfg.seq_len, text_column=cfg.text_column,
+                    max_rows=cfg.max_rows)[2]

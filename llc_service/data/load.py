@@ -16,7 +16,6 @@ from typing import Any
 
 from llc_service.data import files, read, tokenize
 from llc_service.data.errors import DataError
-from llc_service.storage import open_fs
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +45,8 @@ def load_token_data(data_uri, *, tokenizer, vocab_size: int | None, seq_len: int
         raise DataError(f"seq_len must be >= 2, got {seq_len}")
     if max_rows is not None and max_rows < 1:
         raise DataError(f"max_rows must be >= 1 or None, got {max_rows}")
-    fs, path = open_fs(data_uri, storage_options)
-    data_files = files.list_data_files(fs, path, str(data_uri))
-    fp = files.fingerprint(fs, data_files, seq_len=seq_len, text_column=text_column, max_rows=max_rows)
+    fs, data_files, fp = files.identify(data_uri, storage_options, seq_len=seq_len, text_column=text_column,
+                                        max_rows=max_rows)
 
     columns = _read_columns(fs, data_files, text_column, max_rows)
     if not columns:

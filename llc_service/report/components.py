@@ -34,6 +34,9 @@ def component_table(summary_df, run_id: str | None = None):
         df = df[df["run_id"] == run_id]
     if len(df) == 0:
         return empty
+    from llc_service.report.trajectory import split_by_data
+
+    df = split_by_data(df)
     df = df.assign(_ok=(df["status"] == "ok").astype(int), _order=range(len(df)))
     order = ["_ok"] + [c for c in ("ended_at", "attempt") if c in df.columns]
     df = df.sort_values(order, kind="stable", na_position="first")

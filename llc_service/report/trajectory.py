@@ -33,6 +33,32 @@ def _sketch_distance(a, b) -> float:
     return float(np.linalg.norm(a - b))
 
 
+DATA_MARK = "+data-"
+
+
+def split_by_data(df):
+    """One series per data set: the rows of one (run, config) measured on several data sets (the data-refined LLC)
+    get ``config_hash`` + ``+data-<first 8 characters of the data fingerprint>``, so every table, plot and wandb
+    trajectory keeps the data sets apart. Results measured on one data set are unchanged."""
+    if df is None or not len(df) or "data_fingerprint" not in df.columns:
+        return df
+    counts = df.groupby(["run_id", "config_hash"], dropna=False)["data_fingerprint"].transform("nunique")
+    several = (counts > 1).to_numpy()
+    if not several.any():
+        return df
+    df = df.copy()
+    fps = df.loc[several, "data_fingerprint"].astype(object).where(df.loc[several, "data_fingerprint"].notna(),
+                                                                    "unknown")
+    df["config_hash"] = df["config_hash"].astype(object)
+    df.loc[several, "config_hash"] = df.loc[several, "config_hash"].astype(str) + DATA_MARK + fps.astype(str).str[:8]
+    return df
+
+
+def base_config(label) -> str:
+    """The config hash of a series label made by :func:`split_by_data`."""
+    return str(label).split(DATA_MARK, 1)[0]
+
+
 def _one_row_per_step(df):
     """A checkpoint re-measured (new weights at the same step, or a retry) keeps its best row: ok before not-ok,
     then the most recent (``ended_at``), then the highest attempt."""
@@ -44,7 +70,8 @@ def _one_row_per_step(df):
 
 
 def trajectory_table(summary_df, run_id: str | None = None):
-    """One row per (run_id, config_hash, step), sorted by those; columns ``TABLE_COLUMNS``.
+    """One row per (run_id, config_hash, step), sorted by those; columns ``TABLE_COLUMNS`` (one series per data set,
+    see :func:`split_by_data`).
 
     ``dist_from_first`` is ‖sketch − sketch of the first ok checkpoint of the same trajectory‖: the count-sketch
     preserves Euclidean distances approximately, so this tracks how far training has moved the weights.
@@ -55,7 +82,7 @@ def trajectory_table(summary_df, run_id: str | None = None):
 
     if summary_df is None or len(summary_df) == 0:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in TABLE_COLUMNS})
-    df = summary_df if run_id is None else summary_df[summary_df["run_id"] == run_id]
+    df = split_by_data(summary_df if run_id is None else summary_df[summary_df["run_id"] == run_id])
     if "component" in df.columns:  # refined-LLC rows have their own table (report/components.py); "all" is whole
         df = df[df["component"].isna() | (df["component"] == "all")]
     missing_step = df["checkpoint_step"].isna()

@@ -60,11 +60,14 @@ def log_trajectory(table, project: str, entity: str | None = None, run_id: str |
 
     Returns the wandb ids written. Never raises: a failing trajectory is logged as a warning and skipped.
     """
+    from llc_service.report.trajectory import base_config
+
     written = []
     try:
         groups = table.groupby(["run_id", "config_hash"], sort=True) if len(table) else []
         for (run, cfg), g in groups:
-            if (run_id is not None and run != run_id) or (config_hash is not None and cfg != config_hash):
+            if (run_id is not None and run != run_id) or (config_hash is not None
+                                                           and config_hash not in (cfg, base_config(cfg))):
                 continue
             try:
                 written.append(_log_one(g, str(run), str(cfg), project, entity, dir, mode, results_uri))
@@ -80,7 +83,7 @@ def rebuild_trajectories(results_uri: str, cfg, dirty: set[tuple[str, str]]) -> 
     outcome hook, through :meth:`llc_service.sinks.wandb.WandbSink.on_outcomes`). Never raises."""
     try:
         from llc_service.report.components import component_table, log_components
-        from llc_service.report.trajectory import trajectory_table
+        from llc_service.report.trajectory import base_config, trajectory_table
         from llc_service.sinks import read_summary
 
         summary = read_summary(results_uri, storage_options=cfg.storage_options)
@@ -89,7 +92,7 @@ def rebuild_trajectories(results_uri: str, cfg, dirty: set[tuple[str, str]]) -> 
             ids = log_trajectory(table, cfg.wandb_project, entity=cfg.wandb_entity, run_id=run,
                                  config_hash=cfg_hash, results_uri=results_uri)
             parts = component_table(summary, run_id=run)  # refined LLC: llc/<component> series, if any
-            parts = parts[parts["config_hash"] == cfg_hash] if len(parts) else parts
+            parts = parts[parts["config_hash"].map(base_config) == cfg_hash] if len(parts) else parts
             if len(parts):
                 ids += log_components(parts, cfg.wandb_project, entity=cfg.wandb_entity)
             if ids:

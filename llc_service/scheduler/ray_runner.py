@@ -82,6 +82,7 @@ def failed_row(unit: MeasureUnit, error: str, kind: str, error_type: str | None 
         "checkpoint_uri": unit.checkpoint_uri,
         "checkpoint_step": ref.step if ref else None,
         "checkpoint_fingerprint": ref.fingerprint if ref else None,
+        "data_fingerprint": unit.data_fingerprint,
         "status": "failed",
         "error": error,
         "error_kind": kind,

@@ -82,6 +82,7 @@ class ParquetSink:
         elif fs.exists(draws_path):  # a retry without draws: stale draws of an earlier attempt must not linger
             fs.rm_file(draws_path)
         write_table(fs, summary_path, summary)
+        self.store.remove_legacy(key)  # an older version's file of this measurement would be a second row
         log.debug("wrote %s", summary_path)
 
     def close(self) -> None:

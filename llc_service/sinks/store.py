@@ -2,19 +2,27 @@
 
 Layout (plain folders, key columns inside the files; no hive ``key=value`` folders, which break readers)::
 
-    RESULTS/summary/<run_id>/<config_hash>/<checkpoint>-<fingerprint>.parquet   one row per measurement
-    RESULTS/draws/<run_id>/<config_hash>/<checkpoint>-<fingerprint>.parquet     its per-draw trace
-    RESULTS/claims/<run_id>/<config_hash>/<checkpoint>-<fingerprint>.json       the watchers' lease on it
+    RESULTS/summary/<run_id>/<config_hash>/<checkpoint>-<fingerprint>-data-<data>.parquet   one row per measurement
+    RESULTS/draws/<run_id>/<config_hash>/<checkpoint>-<fingerprint>-data-<data>.parquet     its per-draw trace
+    RESULTS/claims/<run_id>/<config_hash>/<checkpoint>-<fingerprint>-data-<data>.json       the watchers' lease on it
 
 ``<checkpoint>`` is ``step-<step:012d>``, or ``step-none-<folder name>`` for a checkpoint without a step, so the
-name of every file says *which* checkpoint (its step or folder) and *what* content (its fingerprint) was measured:
-two checkpoints with byte-identical weights never share a file. That is :class:`ResultKey`, the identity of one
-measurement, used for result files, claims, the watcher's memory of final outcomes and wandb run ids.
-A retry writes the same name again (overwrite, never a second row).
+name of every file says *which* checkpoint (its step or folder), *what* content (its fingerprint) and *on which
+data* (the data fingerprint: files and the settings that shape the rows) it was measured: two checkpoints with
+byte-identical weights never share a file, and one checkpoint measured on two data sets (the data-refined LLC)
+keeps both results. That is :class:`ResultKey`, the identity of one measurement, used for result files, claims,
+the watcher's memory of final outcomes and wandb run ids. A retry writes the same name again (overwrite, never a
+second row).
+
+Files written before the data fingerprint was part of the name (``<checkpoint>-<fingerprint>.parquet``) are still
+found: :meth:`ResultsStore.outcomes` accepts such a file for a key when the ``data_fingerprint`` column of its row
+matches, and :class:`~llc_service.sinks.parquet.ParquetSink` removes it once the same measurement is rewritten
+under the new name (so a retry never leaves two rows).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -56,26 +64,35 @@ def checkpoint_part(step: int | None, uri: str | None) -> str:
 @dataclass(frozen=True)
 class ResultKey:
     """The identity of one measurement: a config applied to one checkpoint (step or folder) of one run, with the
-    content it had (fingerprint). ``checkpoint`` is :func:`checkpoint_part` ("" in claims written by versions
-    that did not record it)."""
+    content it had (fingerprint), on one data set (``data``: its fingerprint). ``checkpoint`` is
+    :func:`checkpoint_part` ("" in claims written by versions that did not record it); ``data`` is "" when the data
+    fingerprint is unknown (results written before it was part of the identity, or data that could not be
+    listed)."""
 
     run_id: str
     config_hash: str
     fingerprint: str
     checkpoint: str = ""
+    data: str = ""
 
     @classmethod
-    def of(cls, run_id: str, config_hash: str, fingerprint: str, step: int | None, uri: str | None) -> ResultKey:
-        return cls(str(run_id), str(config_hash), str(fingerprint), checkpoint_part(step, uri))
+    def of(cls, run_id: str, config_hash: str, fingerprint: str, step: int | None, uri: str | None,
+           data: str | None = None) -> ResultKey:
+        return cls(str(run_id), str(config_hash), str(fingerprint), checkpoint_part(step, uri), str(data or ""))
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any]) -> ResultKey:
         return cls.of(summary["run_id"], summary["config_hash"], summary["checkpoint_fingerprint"],
-                      summary.get("checkpoint_step"), summary.get("checkpoint_uri"))
+                      summary.get("checkpoint_step"), summary.get("checkpoint_uri"), summary.get("data_fingerprint"))
+
+    def legacy(self) -> ResultKey:
+        """This key as files written before the data fingerprint was in the name spell it."""
+        return dataclasses.replace(self, data="")
 
     def stem(self) -> str:
         fp = safe_component(self.fingerprint)
-        return f"{self.checkpoint}-{fp}" if self.checkpoint else fp
+        stem = f"{self.checkpoint}-{fp}" if self.checkpoint else fp
+        return f"{stem}-data-{safe_component(self.data)}" if self.data else stem
 
     def relpath(self, kind: str = CLAIMS) -> str:
         """``<kind>/<run_id>/<config_hash>/<stem>.parquet`` (``.json`` for claims)."""
@@ -187,17 +204,19 @@ class ResultsStore:
         """The recorded :class:`Outcome` of each of ``keys`` that has a summary file.
 
         Reads only the folders concerned and only these keys' files (deterministic names), so a poll costs one
-        listing per (run, config) plus one small GET per key, however many results exist. A corrupt file counts
-        as absent (it is overwritten by the next measurement). Raises on storage errors.
+        listing per (run, config) plus one small GET per key, however many results exist. A key with a data
+        fingerprint also accepts the file of an older version (no data in the name) whose row names the same data.
+        A corrupt file counts as absent (it is overwritten by the next measurement). Raises on storage errors.
         """
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         keys = list(keys)
         if not keys:
             return {}
         fs, root = self.open()
-        wanted = {self.path(SUMMARY, k, root): k for k in keys}
+        wanted: dict[str, tuple[ResultKey, bool]] = {}  # path -> (key, legacy name)
+        for k in keys:
+            if k.data:
+                wanted.setdefault(self.path(SUMMARY, k.legacy(), root), (k, True))
+            wanted[self.path(SUMMARY, k, root)] = (k, False)
         present: set[str] = set()
         for folder in {p.rsplit("/", 1)[0] for p in wanted}:
             try:
@@ -206,20 +225,48 @@ class ResultsStore:
                 continue
         paths = sorted(p for p in wanted if p in present or p.lstrip("/") in present)
         blobs = fs.cat(paths, on_error="raise") if paths else {}
-        out = {}
-        for p in paths:
-            blob = blobs.get(p) if p in blobs else blobs.get(p.lstrip("/"))
-            try:
-                pf = pq.ParquetFile(pa.BufferReader(blob))
-                table = pf.read(columns=[c for c in _OUTCOME_COLUMNS if c in pf.schema_arrow.names])
-                if not table.num_rows:
-                    raise ValueError("no row")
-                row = {c: table.column(c)[0].as_py() for c in table.column_names}
-            except Exception as exc:  # noqa: BLE001 - a corrupt result file: measure again, it gets overwritten
-                log.warning("result file %s is unreadable (%s); measuring that checkpoint again", p, exc)
+        out: dict[ResultKey, Outcome] = {}
+        for p in sorted(paths, key=lambda q: wanted[q][1], reverse=True):  # the current name wins over the legacy
+            key, legacy = wanted[p]
+            row = _first_row(blobs.get(p) if p in blobs else blobs.get(p.lstrip("/")), p)
+            if row is None or (legacy and row.get("data_fingerprint") != key.data):
                 continue
-            out[wanted[p]] = Outcome.from_row(row)
+            out[key] = Outcome.from_row(row)
         return out
+
+    def remove_legacy(self, key: ResultKey) -> None:
+        """Delete the summary and draws files an older version wrote for ``key`` (no data fingerprint in the name),
+        when their row names the same data or none: the measurement now lives under ``key``'s name."""
+        if not key.data:
+            return
+        fs, root = self.open()
+        summary = self.path(SUMMARY, key.legacy(), root)
+        if not fs.exists(summary):
+            return
+        row = _first_row(fs.cat_file(summary), summary)
+        if row is not None and row.get("data_fingerprint") not in (None, key.data):
+            return  # another data set's result that happens to have no data in its name: not ours to remove
+        for path in (summary, self.path(DRAWS, key.legacy(), root)):
+            try:
+                fs.rm(path)
+            except FileNotFoundError:
+                pass
+
+
+def _first_row(blob, path: str) -> dict | None:
+    """The outcome columns (and ``data_fingerprint``) of a summary file's first row; None if unreadable."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(pa.BufferReader(blob))
+        table = pf.read(columns=[c for c in _OUTCOME_COLUMNS + ("data_fingerprint",) if c in pf.schema_arrow.names])
+        if not table.num_rows:
+            raise ValueError("no row")
+        return {c: table.column(c)[0].as_py() for c in table.column_names}
+    except Exception as exc:  # noqa: BLE001 - a corrupt result file: measure again, it gets overwritten
+        log.warning("result file %s is unreadable (%s); measuring that checkpoint again", path, exc)
+        return None
 
 
 def _to_pandas(table):

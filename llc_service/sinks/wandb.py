@@ -36,13 +36,14 @@ IDENTITY_KEYS = ("run_id", "checkpoint_step", "checkpoint_uri", "checkpoint_fing
 
 
 def wandb_run_id(run_id: Any, checkpoint_step: Any, config_hash: Any, fingerprint: Any = None,
-                 checkpoint_uri: Any = None, component: Any = None) -> str:
+                 checkpoint_uri: Any = None, component: Any = None, data_fingerprint: Any = None) -> str:
     """16 hex chars: valid as a wandb id and the same for every retry of one measurement.
 
     With ``fingerprint`` (what the sink passes) the id names the measurement's whole identity
     (:class:`~llc_service.sinks.store.ResultKey`): the checkpoint's step, or its folder when it has none, and its
     content, so two checkpoints with identical weights never share a wandb run. ``component`` (refined LLC) gives
-    each component row of one measurement its own run."""
+    each component row of one measurement its own run; ``data_fingerprint`` keeps the measurements of one checkpoint
+    on two data sets (data-refined LLC) apart."""
     parts = [str(run_id), checkpoint_step, str(config_hash)]
     if fingerprint is not None:
         from llc_service.sinks.store import checkpoint_part
@@ -50,6 +51,8 @@ def wandb_run_id(run_id: Any, checkpoint_step: Any, config_hash: Any, fingerprin
         parts += [checkpoint_part(checkpoint_step, checkpoint_uri), str(fingerprint)]
     if component is not None:
         parts.append(str(component))
+    if data_fingerprint is not None:
+        parts.append(["data", str(data_fingerprint)])
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -111,7 +114,7 @@ class WandbSink:
         run_id, step = str(s["run_id"]), s.get("checkpoint_step")
         component = s.get("component")
         wid = wandb_run_id(run_id, step, s.get("config_hash"), s.get("checkpoint_fingerprint"), s.get("checkpoint_uri"),
-                           component)
+                           component, s.get("data_fingerprint"))
         settings = run_settings()
         # WANDB_DIR read now, not when wandb first set itself up in this process (it caches its settings)
         run_dir = self.dir or os.environ.get("WANDB_DIR")

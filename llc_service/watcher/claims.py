@@ -1,11 +1,11 @@
 """Claims: at most one watcher measures a checkpoint at a time.
 
-Before measuring, a watcher claims the measurement's identity (a
-:class:`~llc_service.sinks.store.ResultKey`: run, config, checkpoint step or folder, fingerprint) by writing a small
-JSON object next to the results (the path comes from :class:`~llc_service.sinks.store.ResultsStore`)::
+Before measuring, a watcher claims the measurement's identity (a :class:`~llc_service.sinks.store.ResultKey`:
+run, config, checkpoint step or folder, fingerprint, data) by writing a small JSON object next to the results
+(the path comes from :class:`~llc_service.sinks.store.ResultsStore`)::
 
-    RESULTS/claims/<run_id>/<config_hash>/<checkpoint>-<fingerprint>.json
-    {"run_id", "config_hash", "fingerprint", "checkpoint", "owner", "hostname", "pid", "created_at",
+    RESULTS/claims/<run_id>/<config_hash>/<checkpoint>-<fingerprint>-data-<data>.json
+    {"run_id", "config_hash", "fingerprint", "checkpoint", "data", "owner", "hostname", "pid", "created_at",
      "lease_expires_at", "attempt", "released_at", "nonce"}
 
 Living in RESULTS (not in a database or in Ray) means every watcher that can write results can coordinate,
@@ -81,7 +81,8 @@ class Claim:
 
     def to_bytes(self) -> bytes:
         doc = {"run_id": self.key.run_id, "config_hash": self.key.config_hash, "fingerprint": self.key.fingerprint,
-               "checkpoint": self.key.checkpoint, "owner": self.owner, "hostname": self.hostname, "pid": self.pid,
+               "checkpoint": self.key.checkpoint, "data": self.key.data, "owner": self.owner,
+               "hostname": self.hostname, "pid": self.pid,
                "created_at": _iso(self.created_at),
                "lease_expires_at": _iso(self.lease_expires_at), "attempt": self.attempt,
                "released_at": None if self.released_at is None else _iso(self.released_at), "nonce": self.nonce}
@@ -90,7 +91,8 @@ class Claim:
     @classmethod
     def from_bytes(cls, data: bytes, token: str | None = None) -> Claim:
         doc = json.loads(data)
-        key = ClaimKey(doc["run_id"], doc["config_hash"], doc["fingerprint"], doc.get("checkpoint", ""))
+        key = ClaimKey(doc["run_id"], doc["config_hash"], doc["fingerprint"], doc.get("checkpoint", ""),
+                       doc.get("data", ""))
         return cls(key=key, owner=doc["owner"],
                    hostname=doc.get("hostname", ""), pid=int(doc.get("pid", -1)),
                    created_at=_epoch(doc["created_at"]), lease_expires_at=_epoch(doc["lease_expires_at"]),

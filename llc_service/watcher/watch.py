@@ -112,6 +112,12 @@ def check_request(source: str, data_uri: str, results_uri: str, cfg: MeasureConf
         problem = check_location(what, str(uri), cfg.storage_options, must, may_appear)
         if problem:
             raise UsageError(problem)
+    from llc_service.data import DataError, data_fingerprint
+
+    try:  # DATA with nothing to read (no .parquet/.jsonl, mixed formats) is refused now, not once per checkpoint
+        data_fingerprint(data_uri, cfg)
+    except DataError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def run(source: str, data_uri: str, results_uri: str, cfg: MeasureConfig, settings: WatchConfig, *,

@@ -69,6 +69,7 @@ class Watcher:
         self.storage_trouble_until = 0.0
         self.last_picture: tuple | None = None
         self.refused: str | None = None  # why a store refuses us for good: the loop stops (exit 1)
+        self.data_fp: str | None = None  # DATA's fingerprint, part of every key; taken at the first listing
 
     def dispatcher(self):
         """Ray is joined (or started) at the first dispatch: a watcher with nothing to measure never needs it."""
@@ -77,7 +78,8 @@ class Watcher:
         return self._dispatcher
 
     def key(self, ref: CheckpointRef) -> ResultKey:
-        return ResultKey.of(self.run_id or ref.run_id, self.config_hash, ref.fingerprint, ref.step, ref.uri)
+        return ResultKey.of(self.run_id or ref.run_id, self.config_hash, ref.fingerprint, ref.step, ref.uri,
+                            self.data_fp)
 
     def label(self, ref: CheckpointRef) -> str:
         run = self.run_id or ref.run_id
@@ -85,7 +87,7 @@ class Watcher:
 
     def unit(self, ref: CheckpointRef, attempt: int, final: bool = True) -> MeasureUnit:
         return MeasureUnit(ref, self.data_uri, self.results_uri, run_id=self.run_id, attempt=attempt,
-                           use_wandb=self.settings.use_wandb and final)
+                           use_wandb=self.settings.use_wandb and final, data_fingerprint=self.data_fp)
 
     def recorded(self, refs: list[CheckpointRef]) -> dict[ResultKey, Outcome]:
         """The recorded outcome of each of ``refs`` that has one (raises on storage errors)."""
@@ -109,6 +111,8 @@ class Watcher:
     def poll(self) -> bool:
         """List the source (in once mode only the first time) and queue candidates. False if storage failed."""
         now = time.monotonic()
+        if self.data_fp is None and not self._identify_data():
+            return False
         if self.once and self.targets is not None:
             refs = [r for k, r in self.targets.items() if k not in self.final and k not in self.jobs]
             pending: list[CheckpointRef] = []
@@ -157,6 +161,20 @@ class Watcher:
             for ref in new:
                 log.info("found %s (%s)", self.label(ref), ref.uri)
             self.last_picture = picture
+        return True
+
+    def _identify_data(self) -> bool:
+        """Take DATA's fingerprint (once per watcher: restart it after changing DATA in place)."""
+        from llc_service.data import data_fingerprint
+
+        try:
+            self.data_fp = data_fingerprint(self.data_uri, self.cfg)
+        except Exception as exc:  # noqa: BLE001 - a storage hiccup: try again next poll
+            if not self._refusal("the data", self.data_uri, exc):
+                log.warning("listing data %s failed (%s: %s); trying again in %gs", self.data_uri,
+                            type(exc).__name__, exc, self.settings.interval)
+            return False
+        log.info("data %s: fingerprint %s", self.data_uri, self.data_fp)
         return True
 
     def _track_pending(self, pending: list[CheckpointRef], now: float) -> None:

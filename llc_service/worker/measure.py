@@ -27,8 +27,17 @@ def measure_unit(unit: MeasureUnit, cfg: MeasureConfig) -> dict:
     With ``cfg.processes`` > 1 (or several GPUs) the chains are split over that many local processes launched with
     ``torchrun``; each loads the checkpoint itself and rank 0 writes the results once.
     """
+    import dataclasses
+
     from llc_service.worker import distributed
 
+    if unit.data_fingerprint is None:  # part of the result's identity, also for rows of measurements that fail early
+        from llc_service.data import data_fingerprint
+
+        try:
+            unit = dataclasses.replace(unit, data_fingerprint=data_fingerprint(unit.data_uri, cfg))
+        except Exception:  # noqa: BLE001 - the data loader raises the clear error in the measurement itself
+            pass
     world = distributed.resolve_processes(cfg)
     if world > cfg.num_chains:  # a usage error, not an outcome of this checkpoint: nothing is written
         raise UsageError(f"processes={world} is more than num_chains={cfg.num_chains}: every process needs at "

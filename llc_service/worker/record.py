@@ -94,7 +94,7 @@ def summary_row(unit: MeasureUnit, cfg: MeasureConfig, info: CheckpointInfo, res
         "batch_size": cfg.batch_size, "seed": cfg.seed,
         "config_json": json.dumps(resolved, sort_keys=True, default=str),
         "data_uri": unit.data_uri,
-        "data_fingerprint": info.data_fingerprint,
+        "data_fingerprint": info.data_fingerprint or unit.data_fingerprint,
         "model_type": info.model_type,
         "num_params": info.num_params,
         "weight_norm": info.weight_norm,

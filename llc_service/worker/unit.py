@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from llc_service.bucket.ref import CheckpointRef
 
-_FIELDS = ("data_uri", "results_uri", "run_id", "attempt", "use_wandb")
+_FIELDS = ("data_uri", "results_uri", "run_id", "attempt", "use_wandb", "data_fingerprint")
 
 
 @dataclass
@@ -29,6 +29,9 @@ class MeasureUnit:
     attempt: int = 1
     use_wandb: bool = True
     options: dict = field(default_factory=dict)
+    data_fingerprint: str | None = None
+    """DATA's fingerprint as the dispatcher computed it (part of the result's identity): rows of a measurement that
+    fails before loading the data still carry it. None: the worker computes it (:func:`measure_unit`)."""
 
     @property
     def ref(self) -> CheckpointRef | None:
@@ -73,7 +76,7 @@ class MeasureUnit:
         except KeyError as e:
             raise ValueError(f"unit is missing {e.args[0]!r}: {dict(data)!r}") from None
         options = dict(extra.pop("options", None) or {})
-        known = {k: extra.pop(k) for k in ("run_id", "attempt", "use_wandb") if k in extra}
+        known = {k: extra.pop(k) for k in ("run_id", "attempt", "use_wandb", "data_fingerprint") if k in extra}
         options.update(extra)
         return cls(checkpoint, str(data_uri), str(results_uri), options=options, **known)
 

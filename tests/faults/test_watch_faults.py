@@ -40,6 +40,7 @@ from tests.helpers.watch import (
     tiny_sets,
     unit_worker_processes,
     wait_until,
+    write_tokens,
 )
 
 
@@ -352,8 +353,8 @@ def test_watcher_stopped_or_killed_mid_run_and_restarted_leaves_one_row_per_chec
     args = ["watch", str(bucket), "--data", tokens, "--out", str(out), "--interval", "0.5", "--max-concurrent", "1",
             "--no-wandb", *tiny_sets(lease_seconds=3, num_draws=200)]
 
-    def measured() -> set[str]:  # fingerprints with a result (the file name ends in -<fingerprint>.parquet)
-        return {p.stem.rsplit("-", 1)[1] for p in (out / "summary").rglob("*.parquet")}
+    def measured() -> set[str]:  # fingerprints with a result (file name: step-<step>-<fingerprint>-data-<data>)
+        return {p.stem.split("-data-")[0].rsplit("-", 1)[1] for p in (out / "summary").rglob("*.parquet")}
 
     def unreleased() -> list:
         return [c for c in ClaimStore(str(out)).list_claims() if c.released_at is None]
@@ -439,7 +440,8 @@ def test_byte_identical_checkpoints_are_each_measured_once(ray_cluster, tokens, 
     from llc_service.sinks.wandb import wandb_run_id
 
     ids = {wandb_run_id(r["run_id"], r["checkpoint_step"], r["config_hash"], r["checkpoint_fingerprint"],
-                        r["checkpoint_uri"]) for rs in rows_by_step(out).values() for r in rs}
+                        r["checkpoint_uri"], data_fingerprint=r["data_fingerprint"])
+           for rs in rows_by_step(out).values() for r in rs}
     assert len(ids) == 4
     for wid in ids:
         assert list(ray_cluster.rglob(f"run-{wid}.wandb")), f"no wandb run {wid}"
@@ -504,3 +506,35 @@ def test_a_results_store_that_refuses_for_good_stops_the_watcher_with_a_clear_er
         assert logs.has("stopping: the results store s3://refusebkt/llc refuses access")
         assert logs.has("fix its permissions or bucket, then restart the watcher")
     assert (bucket / "run1" / "step100" / "config.json").exists()  # the source is untouched
+
+
+def test_one_checkpoint_on_two_data_sets_keeps_both_results(ray_cluster, tokens, tmp_path):
+    """The data-refined LLC: the same checkpoints measured on two data sets into one RESULTS under one run id give
+    two results each (the data fingerprint is part of the identity), two trajectories in the report, and a rerun on
+    either data set measures nothing."""
+    from llc_service.report.trajectory import trajectory_table
+    from llc_service.sinks import read_summary
+
+    bucket = tmp_path / "bucket"
+    for seed, step in enumerate((100, 200)):
+        make_checkpoint(bucket / "run1" / f"step{step}", seed=seed)
+    other = write_tokens(tmp_path / "other" / "tokens.parquet", rows=48)  # other rows of the same text
+    out, cfg = str(tmp_path / "results"), tiny_config()
+    for data in (tokens, other):
+        with LogRecorder() as logs:
+            assert watch(str(bucket), data, out, cfg, once=True, interval=0.3, use_wandb=False) == 0
+        assert logs.has("2 new"), data
+    summary = read_summary(out)
+    assert len(summary) == 4 and (summary["status"] == "ok").all()
+    by_data = summary.groupby("data_fingerprint")["checkpoint_step"].apply(sorted).to_dict()
+    assert len(by_data) == 2 and all(steps == [100, 200] for steps in by_data.values())
+    assert set(summary["data_uri"]) == {tokens, other} and summary["config_hash"].nunique() == 1
+    assert len({c.key for c in ClaimStore(out).list_claims()}) == 4
+    table = trajectory_table(summary)
+    assert table.groupby("config_hash").size().tolist() == [2, 2]  # one trajectory per data set
+    assert all("+data-" in c for c in table["config_hash"])
+    for data in (tokens, other):
+        with LogRecorder() as logs:
+            assert watch(str(bucket), data, out, cfg, once=True, interval=0.3, use_wandb=False) == 0
+        assert logs.has("2 already measured") and not logs.has("dispatched")
+    assert len(read_summary(out)) == 4

@@ -11,7 +11,7 @@ from llc_service.sinks import MeasurementRecord
 
 
 def ok_record(run_id="run-a", step=100, fingerprint="fp0123456789abcd", config_hash="cfg000000001", chains=3,
-              draws=5, attempt=1, seed=0) -> MeasurementRecord:
+              draws=5, attempt=1, seed=0, data_fingerprint="d" * 16) -> MeasurementRecord:
     rng = np.random.default_rng(seed)
     loss = 2.0 + rng.random((chains, draws))
     loss[-1, 3:] = np.nan  # the last chain diverged at draw 3
@@ -25,7 +25,7 @@ def ok_record(run_id="run-a", step=100, fingerprint="fp0123456789abcd", config_h
         "num_chains_used": 2, "wbic": None, "sampler": "sgld", "epsilon": 1e-4, "nbeta": 30.0, "gamma": 100.0,
         "num_chains": chains, "num_draws": draws, "num_burnin": 0, "batch_size": 8, "seed": seed,
         "config_json": json.dumps({"epsilon": 1e-4, "nbeta": 30.0, "num_chains": chains}),
-        "data_uri": "/data/val.parquet", "data_fingerprint": "d" * 16, "model_type": "gpt_neox",
+        "data_uri": "/data/val.parquet", "data_fingerprint": data_fingerprint, "model_type": "gpt_neox",
         "num_params": 166_000, "weight_norm": 41.5, "weight_sketch": np.linspace(0, 1, 1024, dtype=np.float32),
         "device": "cpu", "world_size": 1, "code_version": "0.1.0+gabc", "started_at": started,
         "ended_at": started + timedelta(seconds=3), "wall_seconds": 3.0,
@@ -36,7 +36,8 @@ def ok_record(run_id="run-a", step=100, fingerprint="fp0123456789abcd", config_h
 def failed_record(run_id="run-a", step=200, **kw) -> MeasurementRecord:
     rec = ok_record(run_id, step, **kw)
     s = {k: rec.summary[k] for k in ("run_id", "checkpoint_step", "checkpoint_uri", "checkpoint_fingerprint",
-                                     "config_hash", "attempt", "config_json", "data_uri", "started_at", "ended_at")}
+                                     "config_hash", "attempt", "config_json", "data_uri", "data_fingerprint",
+                                     "started_at", "ended_at")}
     s.update(status="failed", error="CheckpointError: model.safetensors is missing", error_kind="permanent",
              wall_seconds=0.5)
     return MeasurementRecord(s, None, None)

@@ -37,8 +37,8 @@ def test_local_round_trip(tmp_path):
     sink.write(rec)
     sink.close()
     assert files_under(tmp_path) == [
-        "draws/run-a/cfg000000001/step-000000000100-fp0123456789abcd.parquet",
-        "summary/run-a/cfg000000001/step-000000000100-fp0123456789abcd.parquet",
+        "draws/run-a/cfg000000001/step-000000000100-fp0123456789abcd-data-dddddddddddddddd.parquet",
+        "summary/run-a/cfg000000001/step-000000000100-fp0123456789abcd-data-dddddddddddddddd.parquet",
     ]
     summary = read_summary(str(tmp_path))
     assert list(summary.columns) == list(SUMMARY_COLUMNS) and len(summary) == 1
@@ -82,7 +82,8 @@ def test_step_none_and_unsafe_run_ids(tmp_path):
     rec = ok_record(run_id="team/run:1 #final", step=None)
     ParquetSink(str(tmp_path)).write(rec)
     rel = result_relpath("summary", rec.summary)
-    assert rel.startswith("summary/team_run_1_final-") and rel.endswith("/step-none-stepNone-fp0123456789abcd.parquet")
+    assert rel.startswith("summary/team_run_1_final-")
+    assert rel.endswith("/step-none-stepNone-fp0123456789abcd-data-dddddddddddddddd.parquet")
     assert (tmp_path / rel).exists()
     summary = read_summary(str(tmp_path))
     assert summary["run_id"].item() == "team/run:1 #final" and pd.isna(summary["checkpoint_step"].item())
@@ -176,9 +177,9 @@ def test_s3_round_trip_with_one_put_per_file(s3_bucket, monkeypatch):
     sink.write(ok_record(attempt=2))  # retry: same keys, overwritten
     sink.write(failed_record(step=200))
     assert sorted(p.split("/results/")[1] for p in puts) == sorted([
-        "draws/run-a/cfg000000001/step-000000000100-fp0123456789abcd.parquet",
-        "summary/run-a/cfg000000001/step-000000000100-fp0123456789abcd.parquet"] * 2 + [
-        "summary/run-a/cfg000000001/step-000000000200-fp0123456789abcd.parquet"])
+        "draws/run-a/cfg000000001/step-000000000100-fp0123456789abcd-data-dddddddddddddddd.parquet",
+        "summary/run-a/cfg000000001/step-000000000100-fp0123456789abcd-data-dddddddddddddddd.parquet"] * 2 + [
+        "summary/run-a/cfg000000001/step-000000000200-fp0123456789abcd-data-dddddddddddddddd.parquet"])
     summary = read_summary(uri, storage_options=options)
     assert summary["checkpoint_step"].tolist() == [100, 200] and summary["attempt"].tolist() == [2, 1]
     check_ok_row(summary.iloc[0], rec, attempt=2)
@@ -188,3 +189,38 @@ def test_s3_round_trip_with_one_put_per_file(s3_bucket, monkeypatch):
     # a second writer's result is seen at once (no stale listing caches)
     ParquetSink(uri, storage_options=options).write(ok_record(step=300))
     assert read_summary(uri, storage_options=options)["checkpoint_step"].tolist() == [100, 200, 300]
+
+
+def _to_legacy_name(root, rec) -> None:
+    """Rename a measurement's files to the names versions before the data fingerprint wrote (the row keeps its
+    ``data_fingerprint`` column, as those versions wrote it)."""
+    for kind in ("summary", "draws"):
+        new = root / result_relpath(kind, rec.summary)
+        new.rename(new.with_name(new.name.replace("-data-" + rec.summary["data_fingerprint"], "")))
+
+
+def test_files_of_older_versions_are_found_by_their_data_and_replaced_not_duplicated(tmp_path):
+    from llc_service.sinks.store import ResultKey, ResultsStore
+
+    rec = ok_record(step=100)
+    other = ok_record(step=200, data_fingerprint="e" * 16)  # measured on another data set by the old version
+    for r in (rec, other):
+        ParquetSink(str(tmp_path)).write(r)
+        _to_legacy_name(tmp_path, r)
+    key = ResultKey.from_summary(rec.summary)
+    assert key.data == "d" * 16 and key.stem().endswith("-data-" + "d" * 16)
+    store = ResultsStore(str(tmp_path))
+    other_data = ResultKey.from_summary({**rec.summary, "data_fingerprint": "f" * 16})
+    found = store.outcomes([key, other_data])
+    assert list(found) == [key] and found[key].status == "ok"  # same data: done; other data: not measured yet
+    # step 200's old file names data e...: it is no result of data d
+    assert store.outcomes([ResultKey.from_summary({**other.summary, "data_fingerprint": "d" * 16})]) == {}
+
+    ParquetSink(str(tmp_path)).write(ok_record(step=100, attempt=2))  # re-measured: now under the new name
+    summary = read_summary(str(tmp_path))
+    assert summary["checkpoint_step"].tolist() == [100, 200]  # one row per measurement, never two
+    assert summary.loc[summary.checkpoint_step == 100, "attempt"].item() == 2
+    assert len(read_draws(str(tmp_path))) == 2 * 15
+    names = sorted(p.name for p in (tmp_path / "summary").rglob("*.parquet"))
+    assert names == ["step-000000000100-fp0123456789abcd-data-" + "d" * 16 + ".parquet",
+                     "step-000000000200-fp0123456789abcd.parquet"]  # another data set's old file stays

@@ -32,6 +32,10 @@ def test_run_id_is_deterministic_and_valid():
     assert a == wandb_run_id("run-a", 100, "cfg") and len(a) == 16 and a.isalnum()
     assert len({a, wandb_run_id("run-a", 200, "cfg"), wandb_run_id("run-a", 100, "cfg2"),
                 wandb_run_id("run-b", 100, "cfg"), wandb_run_id("run-a", None, "cfg")}) == 5
+    # one checkpoint measured on two data sets (data-refined LLC): two runs
+    on_a = wandb_run_id("run-a", 100, "cfg", "fp", data_fingerprint="a" * 16)
+    assert len({on_a, wandb_run_id("run-a", 100, "cfg", "fp", data_fingerprint="b" * 16),
+                wandb_run_id("run-a", 100, "cfg", "fp")}) == 3
 
 
 def test_offline_run_with_history_summary_and_config(wandb_dir):
@@ -39,7 +43,7 @@ def test_offline_run_with_history_summary_and_config(wandb_dir):
     sink = get_sink("wandb", project="llc-test", results_uri="s3://results/llc")
     sink.write(rec)
     sink.close()
-    rid = wandb_run_id("run-a", 100, "cfg000000001", "fp0123456789abcd")
+    rid = wandb_run_id("run-a", 100, "cfg000000001", "fp0123456789abcd", data_fingerprint="d" * 16)
     assert sink.last_run_id == rid
     (path,) = run_files(wandb_dir, rid)
     run = read_run(path)
@@ -58,7 +62,7 @@ def test_offline_run_with_history_summary_and_config(wandb_dir):
     assert cfg["nbeta"] == 30.0 and cfg["config_hash"] == "cfg000000001"
     assert cfg["checkpoint_fingerprint"] == "fp0123456789abcd"
     assert cfg["results_summary_file"] == (
-        "s3://results/llc/summary/run-a/cfg000000001/step-000000000100-fp0123456789abcd.parquet")
+        "s3://results/llc/summary/run-a/cfg000000001/step-000000000100-fp0123456789abcd-data-dddddddddddddddd.parquet")
 
 
 def test_config_never_carries_credentials():
@@ -76,7 +80,8 @@ def test_config_never_carries_credentials():
 def test_failed_measurement_is_a_failed_run(wandb_dir):
     sink = WandbSink("llc-test")
     sink.write(failed_record(step=200))
-    (path,) = run_files(wandb_dir, wandb_run_id("run-a", 200, "cfg000000001", "fp0123456789abcd"))
+    (path,) = run_files(wandb_dir, wandb_run_id("run-a", 200, "cfg000000001", "fp0123456789abcd",
+                                                  data_fingerprint="d" * 16))
     run = read_run(path)
     assert run["summary"]["status"] == "failed" and run["summary"]["error"].startswith("CheckpointError")
     assert run["exit_code"] == 1 and not [h for h in run["history"] if "draw" in h]

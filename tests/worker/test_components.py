@@ -68,20 +68,21 @@ def test_components_over_two_processes_match_one(tmp_path, token_parquet):
     assert all(r["world_size"] == 2 for r in two["component_rows"])
 
 
-def test_data_refined_llc_needs_its_own_run_id(tmp_path, token_parquet):
-    """One checkpoint on two data sets: distinct rows (with each data fingerprint) under distinct run ids; the same
-    run id replaces the first row, because the result identity does not include the data yet (docs/results.md)."""
+def test_data_refined_llc_keeps_each_data_set(tmp_path, token_parquet):
+    """One checkpoint on two data sets under ONE run id: two rows, one per data fingerprint (the data is part of
+    the result identity), with different L(w*) and λ̂; measuring again on one data set replaces only its row."""
     from tests.helpers.measure import write_token_parquet
 
     other = write_token_parquet(tmp_path / "other.parquet", rows=48)
     ckpt = make_checkpoint(tmp_path / "b" / "run" / "step5")
     out = str(tmp_path / "results")
     cfg = small_config(num_chains=2, num_draws=6)
-    a = measure_checkpoint(str(ckpt), token_parquet, out, cfg, run_id="run@a", use_wandb=False)
-    b = measure_checkpoint(str(ckpt), other, out, cfg, run_id="run@b", use_wandb=False)
+    a = measure_checkpoint(str(ckpt), token_parquet, out, cfg, run_id="run", use_wandb=False)
+    b = measure_checkpoint(str(ckpt), other, out, cfg, run_id="run", use_wandb=False)
     s = read_summary(out)
-    assert sorted(s.run_id) == ["run@a", "run@b"] and s.data_fingerprint.nunique() == 2
+    assert len(s) == 2 and s.data_fingerprint.nunique() == 2 and set(s.data_uri) == {token_parquet, other}
     assert a["init_loss"] != b["init_loss"] and a["llc_mean"] != b["llc_mean"]
-    measure_checkpoint(str(ckpt), other, out, cfg, run_id="run@a", use_wandb=False)
+    again = measure_checkpoint(str(ckpt), other, out, cfg, run_id="run", attempt=2, use_wandb=False)
     s = read_summary(out)
-    assert len(s) == 2 and (s.data_fingerprint == b["data_fingerprint"]).all()  # run@a was replaced
+    assert len(s) == 2 and sorted(s.attempt) == [1, 2]
+    assert s.loc[s.attempt == 2, "data_fingerprint"].item() == again["data_fingerprint"] == b["data_fingerprint"]

@@ -317,7 +317,10 @@ class Watcher:
             if not self._try_write_failure(job.ref, exc, job.attempt, final=True):
                 self.unrecorded.add(job.key)
         shown = {**row, "attempt": job.attempt, "status": act.status, "error": act.error, "error_kind": act.kind}
-        log.info("%s", summary_line(shown, label=label, seconds=seconds))
+        parts = None if act.record else row.get("component_rows")  # refined LLC: the rows the worker recorded
+        for one in parts or [shown]:  # one line per component, each with its own λ̂ and status
+            log.info("%s", summary_line({**one, "attempt": job.attempt} if parts else one, label=label,
+                                        seconds=None if parts else seconds))
         self._finish(job, act.status)
 
     def _finish(self, job: Job, status: str) -> None:

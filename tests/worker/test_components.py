@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
+import subprocess
+import sys
 
 import numpy as np
-import pytest
 
 from llc_service import read_draws, read_summary
 from llc_service.worker.measure import measure_checkpoint
 from tests.helpers.checkpoints import make_checkpoint
-from tests.helpers.measure import small_config
+from tests.helpers.measure import set_args, small_config
 
 
 def test_attention_heads_and_all_give_one_row_each_sharing_one_init_loss(tmp_path, token_parquet, monkeypatch):
@@ -57,15 +61,40 @@ def test_the_all_component_equals_a_plain_measurement(tmp_path, token_parquet):
     assert plain["config_hash"] != refined["config_hash"]  # another measurement, next to the plain one
 
 
-@pytest.mark.slow
-def test_components_over_two_processes_match_one(tmp_path, token_parquet):
+# an explicit entry naming the slice of the preset's layer1.head1: the same elements, so the same estimate
+EXPLICIT = '{"name": "l1.h1", "param_filter": "layers\\\\.1\\\\.attention\\\\.", "heads": [1]}'
+
+
+def test_cli_components_over_two_processes_write_the_rows_of_one(tmp_path, token_parquet):
+    """``llc-service measure --processes 2 --set components=...`` (torchrun, 2 gloo processes, one chain each) writes
+    the rows one process writes: same components in the same order, same elements per component, the same
+    per-chain λ̂ bit for bit (chains are seeded by chain index, never by rank), under the same config hash."""
     ckpt = make_checkpoint(tmp_path / "b" / "run" / "step5")
+    small = dict(num_chains=2, num_draws=8)
+    spec = f'[{EXPLICIT}, "attention_heads", "all"]'
     one = measure_checkpoint(str(ckpt), token_parquet, str(tmp_path / "r1"),
-                             small_config(components="attention_heads", num_chains=2), use_wandb=False)
-    two = measure_checkpoint(str(ckpt), token_parquet, str(tmp_path / "r2"),
-                             small_config(components="attention_heads", num_chains=2, processes=2), use_wandb=False)
-    assert [r["llc_per_chain"] for r in two["component_rows"]] == [r["llc_per_chain"] for r in one["component_rows"]]
-    assert all(r["world_size"] == 2 for r in two["component_rows"])
+                             small_config(components=json.loads(spec), **small), use_wandb=False)
+    proc = subprocess.run([sys.executable, "-m", "llc_service.cli", "measure", str(ckpt), "--data", token_parquet,
+                           "--out", str(tmp_path / "r2"), "--no-wandb", "--processes", "2", *set_args(**small),
+                           "--set", f"components={spec}"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = ["l1.h1", "layer0.head0", "layer0.head1", "layer1.head0", "layer1.head1", "all"]
+    for name in names:  # one printed line per component
+        assert re.search(rf"run step 5 \[{re.escape(name)}\]:  λ̂ = \S+ ± .*\[ok\]", proc.stdout), proc.stdout
+    s1, s2 = read_summary(str(tmp_path / "r1")), read_summary(str(tmp_path / "r2"))
+    assert list(s1.component) == list(s2.component) == names
+    assert set(s1.world_size) == {1} and set(s2.world_size) == {2} and set(s2.status) == {"ok"}
+    assert list(s2.component_params) == list(s1.component_params)
+    assert set(s2.component_params[:-1]) == {3 * 16 * (32 + 1) + 16 * 32}  # a head of the hidden-32 fixture
+    assert s2.component_params.iloc[-1] == s2.num_params.iloc[-1] == one["num_params"]
+    assert s2.config_hash.nunique() == 1 and s2.config_hash.iloc[0] == one["config_hash"]
+    assert (s2.init_loss == one["init_loss"]).all()
+    for a, b in zip(s1.llc_per_chain, s2.llc_per_chain):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert all(math.isfinite(v) for v in s2.llc_mean)
+    # the explicit entry and the preset's layer1.head1 sample the same elements: the same chains, bit for bit
+    np.testing.assert_array_equal(np.asarray(s2.llc_per_chain.iloc[0]), np.asarray(s2.llc_per_chain.iloc[4]))
 
 
 def test_data_refined_llc_keeps_each_data_set(tmp_path, token_parquet):

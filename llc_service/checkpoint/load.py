@@ -62,6 +62,31 @@ def load_checkpoint(ref: CheckpointRef | str | os.PathLike, *, storage_options: 
                     cache_dir: str | os.PathLike | None = None, cache_max_gb: float = 50,
                     tokenizer: Any = None) -> LoadedCheckpoint:
     """Load a checkpoint folder safely (see module docstring); raises ``CheckpointError`` on refusal."""
+    loaded = fetch_checkpoint(ref, storage_options=storage_options, cache_dir=cache_dir, cache_max_gb=cache_max_gb)
+    try:
+        model = _load_model(loaded.uri, loaded.local_dir)
+        attach_tokenizer(loaded, tokenizer, storage_options, cache_dir)
+    except BaseException:
+        release(loaded)
+        raise
+    loaded.model, loaded.model_type = model, model.config.model_type
+    loaded.num_params = sum(p.numel() for p in model.parameters())
+    return loaded
+
+
+def attach_tokenizer(loaded: LoadedCheckpoint, fallback: Any, storage_options: dict | None = None,
+                     cache_dir: str | os.PathLike | None = None) -> None:
+    """``loaded.tokenizer``: the checkpoint's own, else ``fallback`` (see :func:`resolve_tokenizer`)."""
+    loaded.tokenizer = resolve_tokenizer(loaded.uri, loaded.local_dir, fallback, storage_options,
+                                         loaded.cache_root or cache_dir)
+
+
+def fetch_checkpoint(ref: CheckpointRef | str | os.PathLike, *, storage_options: dict | None = None,
+                     cache_dir: str | os.PathLike | None = None, cache_max_gb: float = 50) -> LoadedCheckpoint:
+    """What :func:`load_checkpoint` does before building the model: the folder validated (names, config), local
+    (copied into the node cache when remote), its fingerprint; ``model`` and ``tokenizer`` are None (see
+    :func:`attach_tokenizer`). The sharded path builds the model itself (:mod:`llc_service.worker.sharded`).
+    Release it (or use it as a context manager) when done."""
     uri = ref.uri if isinstance(ref, CheckpointRef) else os.fspath(ref)
     fs, path = open_fs(uri, storage_options)
     files = _list_files(fs, path)
@@ -84,16 +109,8 @@ def load_checkpoint(ref: CheckpointRef | str | os.PathLike, *, storage_options: 
         needed = {name: info for name, info in top.items() if not name.endswith(PICKLE_SUFFIXES)}
         entry, lease = cache.fetch(fp, lambda tmp: _copy(fs, path, needed, tmp))
         local_dir = str(entry)
-    try:
-        model = _load_model(uri, local_dir)
-        tok = resolve_tokenizer(uri, local_dir, tokenizer, storage_options, cache.root if cache else cache_dir)
-    except BaseException:
-        if cache is not None:
-            cache.release(fp, lease)
-        raise
     return LoadedCheckpoint(
-        model=model, tokenizer=tok, model_type=model.config.model_type,
-        num_params=sum(p.numel() for p in model.parameters()), local_dir=local_dir, uri=uri, fingerprint=fp,
+        model=None, tokenizer=None, model_type="", num_params=0, local_dir=local_dir, uri=uri, fingerprint=fp,
         cache_root=str(cache.root) if cache else None, lease=str(lease) if lease else None)
 
 
@@ -131,11 +148,16 @@ def _copy(fs, path: str, files: dict[str, dict], tmp: Path) -> None:
             raise OSError(f"{name} changed while copying ({got} bytes, listed {expected}); try again")
 
 
+def check_weight_files(uri: str, local_dir: str) -> None:
+    """Refuse missing shards and unreadable safetensors headers (before any weight is read)."""
+    check_safetensors(uri, local_dir, weight_files(uri, local_dir))
+
+
 def _load_model(uri: str, local_dir: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    check_safetensors(uri, local_dir, weight_files(uri, local_dir))
+    check_weight_files(uri, local_dir)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             local_dir, dtype=torch.float32, use_safetensors=True, trust_remote_code=False, local_files_only=True,

@@ -9,7 +9,8 @@ unsharded sampler draws, so a chain's draws do not depend on k (up to the order 
 
 Pitfalls this module avoids: DTensor's random ops are not used (noise is drawn here, per chain); a ``no_grad``
 forward leaves the root's parameters unsharded, so every step reshards before updating; accelerate's FSDP plugin
-does not shard on CPU, so ``fully_shard`` is called directly. Not yet wired into the worker (issue #11).
+does not shard on CPU, so ``fully_shard`` is called directly. The worker runs it through
+:mod:`llc_service.worker.sharded` (``shard_size`` > 1).
 """
 
 from __future__ import annotations
@@ -83,9 +84,35 @@ class ShardedChains:
         mine = batches.take(batch, torch.arange(self.rank * rows, (self.rank + 1) * rows))
         return self.loss_fn(self.model, mine)
 
-    def run_chain(self, chain: int) -> np.ndarray:
-        """This chain's per-step losses of the whole minibatch (the same on every rank of the group)."""
+    def _all_reduce_mean(self, loss: torch.Tensor) -> torch.Tensor:
+        """The whole minibatch's mean loss (float64) from each rank's mean over its rows (equal row lengths)."""
         import torch.distributed as dist
+
+        value = loss.detach().double().clone()
+        dist.all_reduce(value, group=self.mesh.get_group())
+        return value / self.k
+
+    def init_loss(self) -> float:
+        """L(w*): the mean loss over ``init_loss_batches`` minibatches of the INIT stream, as the unsharded
+        :meth:`~llc_service.estimate.chains.Workspace.init_loss` computes it (the same batches)."""
+        stream = batches.BatchStream(self.collated, self.n, self.cfg.batch_size,
+                                     seeding.generator(self.cfg.seed, 0, seeding.INIT))
+        total = 0.0
+        with torch.no_grad():
+            for _ in range(self.cfg.init_loss_batches):
+                total += float(self._all_reduce_mean(self._loss(next(stream))))
+        reshard(self.model)  # a no_grad forward leaves the root unsharded
+        value = total / self.cfg.init_loss_batches
+        if not np.isfinite(value):
+            raise ValueError(f"the loss at w* is not finite ({value}): the model or the data is broken")
+        return value
+
+    def run_chain(self, chain: int, bar=None) -> tuple[np.ndarray, int | None]:
+        """Run one chain from w*: its draw losses of the whole minibatch (the same on every rank of the group; NaN
+        after a divergence) and the divergence step, through the shared loop (:func:`~.loop.run_loop`)."""
+        import itertools
+
+        from llc_service.estimate.loop import run_loop
 
         cfg = self.cfg
         with torch.no_grad():
@@ -95,14 +122,13 @@ class ShardedChains:
         noise = NoiseSlices(seeding.generator(cfg.seed, chain, seeding.NOISE), self.total)
         data = batches.BatchStream(self.collated, self.n, cfg.batch_size,
                                    seeding.generator(cfg.seed, chain, seeding.DATA))
-        steps = cfg.num_burnin + cfg.num_draws * cfg.num_steps_bw_draws
-        losses = np.full(steps, np.nan)
-        group = self.mesh.get_group()
-        for t in range(steps):
+        counter = itertools.count()
+
+        def step(active: list[int]) -> torch.Tensor:
+            next(counter)
             loss = self._loss(next(data))
             loss.backward()
-            value = loss.detach().clone()
-            dist.all_reduce(value, group=group)
+            value = self._all_reduce_mean(loss)
             reshard(self.model)
             with torch.no_grad():
                 noise.begin()
@@ -112,10 +138,45 @@ class ShardedChains:
                     self.update(state, grad.reshape(-1), noise)
                     p.grad = None
                 noise.end()
-            losses[t] = float(value) / self.k
-            if not np.isfinite(losses[t]):
-                break
-        return losses
+            return value
+
+        trace, diverged = run_loop(step, 1, cfg, torch.device("cpu"), bar)
+        return trace[0], diverged[0]
+
+    def restore(self) -> None:
+        """Put w* back into the model (after the last chain)."""
+        with torch.no_grad():
+            for t, a in zip(self.locals, self.anchors):
+                t.copy_(a)
+
+
+def run_sharded_chains(model: torch.nn.Module, data: Any, cfg, mesh, chains: list[int], desc: str = "SGLD",
+                       report: bool = True, loss_fn: Callable | None = None):
+    """Run ``chains`` one after another on ``model`` sharded over ``mesh`` (this process's shard group); returns the
+    :class:`~llc_service.estimate.chains.ChainRun` of the group when ``report`` (its first rank), else an empty one
+    (the other ranks of the group computed the same chains)."""
+    import time
+
+    from llc_service.estimate.chains import ChainRun
+    from llc_service.estimate.loop import progress_bar, total_steps
+
+    t0 = time.perf_counter()
+    sc = ShardedChains(model, data, cfg, mesh, loss_fn)
+    init_loss = sc.init_loss()
+    traces, diverged = [], []
+    with progress_bar(total_steps(cfg) * len(chains), cfg.progress if report else False, desc) as bar:
+        for c in chains:
+            bar.set_postfix_str(f"chain {c} (sharded over {sc.k})")
+            trace, d = sc.run_chain(c, bar)
+            traces.append(trace)
+            diverged.append(d)
+    sc.restore()
+    if not report:
+        chains, traces, diverged = [], [], []
+    loss_trace = np.stack(traces) if traces else np.zeros((0, cfg.num_draws))
+    return ChainRun(chains=list(chains), loss_trace=loss_trace, diverged_at=diverged, init_loss=init_loss,
+                    num_params=sc.total, steps=total_steps(cfg) * len(chains), seconds=time.perf_counter() - t0,
+                    acceptance=[float("nan")] * len(chains))
 
 
 def _local_offset(p) -> int:

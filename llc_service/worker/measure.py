@@ -39,13 +39,24 @@ def measure_unit(unit: MeasureUnit, cfg: MeasureConfig) -> dict:
         except Exception:  # noqa: BLE001 - the data loader raises the clear error in the measurement itself
             pass
     world = distributed.resolve_processes(cfg)
-    if world > cfg.num_chains:  # a usage error, not an outcome of this checkpoint: nothing is written
+    explicit = cfg.shard_size if isinstance(cfg.shard_size, int) else 1
+    if world // explicit > cfg.num_chains:  # a usage error, not an outcome of this checkpoint: nothing is written
         raise UsageError(f"processes={world} is more than num_chains={cfg.num_chains}: every process needs at "
-                         f"least one chain (lower --processes or raise num_chains)")
+                         f"least one chain (lower --processes or raise num_chains)" if explicit == 1 else
+                         f"{world // explicit} shard groups ({world} processes / shard_size {explicit}) but "
+                         f"num_chains={cfg.num_chains}: every group needs at least one chain")
+    if explicit > 1:
+        from llc_service.worker.sharded import check_supported
+
+        check_supported(cfg, world)
     try:  # the memory plan, from headers alone: refuse what cannot fit before anything is loaded
         cfg = plan_shard_size(unit, cfg, world)
     except PermanentError as exc:
         return write_failure(unit, cfg, exc, world)
+    if cfg.shard_size > 1 and explicit == 1:  # "auto" chose to shard: the same checks, now that k is known
+        from llc_service.worker.sharded import check_supported
+
+        check_supported(cfg, world)
     if world > 1:
         return distributed.launch(unit, cfg, world)
     return run_measurement(unit, cfg, rank=0, world=1)

@@ -331,9 +331,8 @@ def peak_memory_mb(device: str | None = None) -> float:
 def plan_shard_size(unit, cfg, processes: int):
     """``cfg`` with ``shard_size`` resolved to an integer by the plan of ``unit``'s checkpoint (logged).
 
-    Raises :class:`MemoryPlanError` when nothing fits, and for a shard size above 1 (sharded measurement is not in
-    this version yet). A checkpoint whose headers cannot be read is left to the loader (which tells pending from
-    broken): the plan is skipped and ``auto`` means 1.
+    Raises :class:`MemoryPlanError` when nothing fits. A checkpoint whose headers cannot be read is left to the
+    loader (which tells pending from broken): the plan is skipped and ``auto`` means 1.
     """
     import dataclasses
 
@@ -353,8 +352,4 @@ def plan_shard_size(unit, cfg, processes: int):
         if not plan.row(k).fits:
             log.warning("shard_size=%d does not fit the memory plan (%s needed per device, %s available); "
                         "measuring anyway as asked", k, _mb(plan.row(k).total), _mb(plan.available))
-    if k > 1:
-        raise MemoryPlanError(f"the memory plan needs shard_size={k} (one model copy over {k} processes), and "
-                              f"sharded measurement is not available in this version: use a device with more "
-                              f"memory, a smaller batch_size/seq_len, or a param_filter")
     return dataclasses.replace(cfg, shard_size=k)

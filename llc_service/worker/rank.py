@@ -70,6 +70,10 @@ def _run_share(unit: MeasureUnit, cfg: MeasureConfig, rank: int, world: int, dev
     from llc_service.estimate.chains import resolve_device
     from llc_service.worker.weights import weight_stats
 
+    if isinstance(cfg.shard_size, int) and cfg.shard_size > 1:  # one model copy over several processes
+        from llc_service.worker.sharded import run_sharded_share
+
+        return run_sharded_share(unit, cfg, rank, world, device, info)
     if device is not None:
         cfg = dataclasses.replace(cfg, device=device)
     ref = unit.ref or inspect_checkpoint(unit.checkpoint_uri, storage_options=cfg.storage_options,
@@ -113,7 +117,9 @@ def _finish(unit: MeasureUnit, cfg: MeasureConfig, results: list[RankResult], wo
     info = results[0].info
     peaks = [r.info.peak_memory_mb for r in results if r.info.peak_memory_mb is not None]
     info.peak_memory_mb = max(peaks) if peaks else None
-    failures = [r.failure for r in results if r.failure is not None]
+    # the cause first: a process of a shard group that only saw another one fail says so (worker/sharded.py)
+    failures = sorted((r.failure for r in results if r.failure is not None),
+                      key=lambda f: f.error_type == "PeerFailed")
     if not failures and cfg.components:
         from llc_service.worker.components import finish_components
 

@@ -35,7 +35,7 @@ def main(out: str, arch: str, sampler: str) -> None:
     is_sharded = all(isinstance(p, DTensor) for p in sharded.parameters())
     local = sum(p.to_local().numel() for p in sharded.parameters())
     chains = ShardedChains(sharded, data, cfg, mesh["shard"])
-    got = [chains.run_chain(c).tolist() for c in range(2)]
+    got = [chains.run_chain(c)[0].tolist() for c in range(2)]
     with open(f"{out}.{rank}", "w") as f:
         json.dump({"expected": expected, "got": got, "sharded": is_sharded, "local": local,
                    "total": sum(p.numel() for p in model.parameters())}, f)

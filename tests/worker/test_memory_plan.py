@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llc_service.worker import memory_plan as mp
@@ -127,13 +128,16 @@ def test_a_budget_nothing_fits_is_refused_before_loading(tmp_path, token_parquet
     assert read_summary(str(tmp_path / "out"))["error_type"].tolist() == ["MemoryPlanError"]
 
 
-def test_auto_needing_shards_refuses_clearly_until_sharding_is_available(neox, tmp_path, token_parquet):
+def test_auto_needing_shards_measures_sharded(neox, tmp_path, token_parquet):
+    """One copy does not fit the device budget, half a copy does: ``auto`` picks 2 and the measurement runs over a
+    shard group of 2 processes (tests/worker/test_sharded_measure.py checks its numbers against one process)."""
     from llc_service.worker.measure import measure_checkpoint
 
-    cfg = small_config(device="cpu", processes=2)
+    cfg = small_config(device="cpu", processes=2, chain_batching="off")
     cfg.device_memory_gb = _budget_between(neox, cfg, 2, 1, 2)
     row = measure_checkpoint(str(neox), token_parquet, str(tmp_path / "out"), cfg, use_wandb=False)
-    assert row["status"] == "failed" and "needs shard_size=2" in row["error"]
+    assert row["status"] == "ok" and row["shard_size"] == 2 and row["world_size"] == 2, row.get("error")
+    assert len(row["llc_per_chain"]) == cfg.num_chains and np.isfinite(row["llc_mean"])
 
 
 def test_a_measurement_records_shard_size_and_peak_memory(neox, tmp_path, token_parquet):

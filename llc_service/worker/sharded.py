@@ -1,0 +1,149 @@
+"""One process's share of a sharded measurement (``shard_size`` k > 1): chain groups over a ``("chain", "shard")``
+mesh.
+
+The ``world`` processes form ``world / k`` shard groups of k consecutive ranks. Each group holds ONE copy of the
+model, sharded over its k processes with FSDP2 (:func:`llc_service.checkpoint.sharded_load.load_sharded`: built on
+the meta device, rank 0 reads the files and scatters, no other process ever holds a full copy), and runs its share
+of the chains one after another (:func:`llc_service.estimate.sharded.run_sharded_chains`); chains are seeded by
+index, so λ̂ does not depend on k or on the number of groups. The first rank of each group reports the group's
+chains; the others report none. Failures are agreed on by every rank after each phase, so that one rank's refusal
+never leaves the others waiting in a collective.
+
+Not on this path (refused before anything is loaded, :func:`check_supported`): refined-LLC ``components``,
+``baseline: paired``, ``autocast_dtype``; MALA acceptance is not tracked (NaN).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from llc_service.config import MeasureConfig
+from llc_service.errors import UsageError
+from llc_service.worker.record import CheckpointInfo
+from llc_service.worker.unit import MeasureUnit
+
+
+def check_supported(cfg: MeasureConfig, world: int) -> None:
+    """Raise :class:`UsageError` for what the sharded path cannot do, naming the field."""
+    k = int(cfg.shard_size)
+    if world % k:
+        raise UsageError(f"shard_size={k} does not divide the {world} process(es)")
+    groups = world // k
+    if groups > cfg.num_chains:
+        raise UsageError(f"{groups} shard groups ({world} processes / shard_size {k}) but num_chains="
+                         f"{cfg.num_chains}: every group needs at least one chain")
+    if cfg.batch_size % k:
+        raise UsageError(f"batch_size={cfg.batch_size} must divide by shard_size={k} (each process of a shard group "
+                         f"takes batch_size/shard_size rows of every minibatch)")
+    for name, value, default in (("components", cfg.components, None), ("baseline", cfg.baseline, "init"),
+                                 ("autocast_dtype", cfg.autocast_dtype, None)):
+        if value != default:
+            raise UsageError(f"{name}={value!r} is not available with shard_size > 1 in this version "
+                             f"(use shard_size=1, or leave {name} at {default!r})")
+
+
+class PeerFailed(RuntimeError):
+    """This process was fine, another process of the measurement failed (its error is the one recorded)."""
+
+
+def agree(ok: bool, what: str) -> None:
+    """Every rank learns whether every rank succeeded at ``what``; the ranks that did raise too."""
+    import torch
+    import torch.distributed as dist
+
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    if ok and not int(flag):
+        raise PeerFailed(f"another process of this measurement failed while {what} (its error is recorded)")
+
+
+def run_sharded_share(unit: MeasureUnit, cfg: MeasureConfig, rank: int, world: int, device: str | None,
+                      info: CheckpointInfo):
+    """Load the checkpoint sharded over this rank's group, load the data, run the group's chains.
+
+    Three phases, each closed by :func:`agree` on every rank (the same collectives in the same order whatever
+    fails): fetch and validate the folder (no collective), build the sharded model (rank 0 reads and scatters),
+    load the data."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from llc_service.bucket import inspect_checkpoint
+    from llc_service.checkpoint.errors import CheckpointError
+    from llc_service.checkpoint.load import attach_tokenizer, check_weight_files, fetch_checkpoint
+    from llc_service.checkpoint.sharded_load import load_sharded
+    from llc_service.checkpoint.validate import check_finite
+    from llc_service.data import load_token_data
+    from llc_service.errors import CheckpointPending
+    from llc_service.estimate.chains import resolve_device
+    from llc_service.estimate.sharded import run_sharded_chains, shard_model
+    from llc_service.worker.rank import chains_for_rank
+    from llc_service.worker.weights import weight_stats
+
+    if device is not None:
+        cfg = dataclasses.replace(cfg, device=device)
+    if not dist.is_initialized():
+        raise RuntimeError("shard_size > 1 needs the processes of a torchrun launch (--processes)")
+    k = int(cfg.shard_size)
+    groups = world // k
+    dev = resolve_device(cfg.device)
+    shard_mesh = init_device_mesh(dev.type, (groups, k), mesh_dim_names=("chain", "shard"))["shard"]
+
+    ok, loaded, ref = False, None, unit.ref
+    try:  # phase 1: the folder, local and validated, its weight headers and tokenizer (every rank alike)
+        ref = ref or inspect_checkpoint(unit.checkpoint_uri, storage_options=cfg.storage_options,
+                                        marker_file=cfg.marker_file)
+        info.ref = dataclasses.asdict(ref)
+        if ref.status != "complete":
+            raise CheckpointPending(f"checkpoint {ref.uri} is incomplete ({ref.reason}); it will be measured once "
+                                    f"complete")
+        loaded = fetch_checkpoint(ref, storage_options=cfg.storage_options, cache_dir=cfg.cache_dir,
+                                  cache_max_gb=cfg.cache_max_gb)
+        check_weight_files(loaded.uri, loaded.local_dir)
+        attach_tokenizer(loaded, cfg.tokenizer, cfg.storage_options, cfg.cache_dir)
+        ok = True
+    finally:
+        if not ok and loaded is not None:
+            loaded.__exit__(None, None, None)
+        agree(ok, "fetching the checkpoint")
+
+    def inspect(full, loading) -> None:  # rank 0, on the full model read from the files
+        missing = sorted((loading or {}).get("missing_keys") or [])
+        if missing:
+            raise CheckpointError(ref.uri, f"{len(missing)} weights the architecture needs are not in the files "
+                                           f"({', '.join(missing[:3])}); they would be randomly initialised")
+        check_finite(ref.uri, full)
+        info.weight_norm, info.weight_sketch = weight_stats(full)
+
+    with loaded:
+        info.ref["fingerprint"] = loaded.fingerprint or ref.fingerprint
+        ok = False
+        try:  # phase 2: one model copy per group, sharded; rank 0 reads the files and scatters
+            try:
+                model = load_sharded(loaded.local_dir, shard_mesh, shard_model, inspect=inspect, device=str(dev))
+            except (CheckpointError, MemoryError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - transformers raises many types; keep its message
+                raise CheckpointError(ref.uri, f"transformers could not load it: {type(exc).__name__}: {exc}") \
+                    from exc
+            info.model_type = model.config.model_type
+            info.num_params = sum(p.numel() for p in model.parameters())  # DTensor: the global size
+            ok = True
+        finally:
+            agree(ok, "loading the checkpoint")
+        ok = False
+        try:  # phase 3: the data (every rank alike)
+            vocab = getattr(model.config, "vocab_size", None)
+            data = load_token_data(unit.data_uri, tokenizer=loaded.tokenizer, vocab_size=vocab, seq_len=cfg.seq_len,
+                                   text_column=cfg.text_column, max_rows=cfg.max_rows,
+                                   storage_options=cfg.storage_options, cache_dir=cfg.cache_dir,
+                                   min_rows=cfg.batch_size)
+            info.data_fingerprint, info.num_rows = data.fingerprint, data.num_rows
+            ok = True
+        finally:
+            agree(ok, "loading the data")
+        group, shard = divmod(rank, k)
+        chains = chains_for_rank(cfg.num_chains, group, groups)
+        desc = f"{ref.run_id} step {ref.step} [group {group}, sharded over {k}]"
+        run = run_sharded_chains(model, data.dataset, cfg, shard_mesh, chains, desc, report=shard == 0)
+    info.device = dev.type
+    return run

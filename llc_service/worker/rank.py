@@ -17,11 +17,13 @@ from typing import Any, Callable
 
 from llc_service.config import MeasureConfig
 from llc_service.errors import CheckpointPending
+from llc_service.worker.assign import chains_for_rank
 from llc_service.worker.memory_plan import peak_memory_mb
 from llc_service.worker.record import CheckpointInfo, Failure, summary_row, write_record
 from llc_service.worker.unit import MeasureUnit
 
 log = logging.getLogger(__name__)
+__all__ = ["RankResult", "chains_for_rank", "run_measurement"]
 
 
 @dataclass
@@ -32,13 +34,6 @@ class RankResult:
     """The :class:`~llc_service.estimate.chains.ChainRun` of this rank's chains (None on failure)."""
     failure: Failure | None = None
     info: CheckpointInfo = field(default_factory=CheckpointInfo)
-
-
-def chains_for_rank(num_chains: int, rank: int, world: int) -> list[int]:
-    """Contiguous, as even as possible: 5 chains on 2 processes → [0, 1, 2] and [3, 4]."""
-    base, extra = divmod(num_chains, world)
-    start = rank * base + min(rank, extra)
-    return list(range(start, start + base + (1 if rank < extra else 0)))
 
 
 def run_measurement(unit: MeasureUnit, cfg: MeasureConfig, rank: int = 0, world: int = 1,

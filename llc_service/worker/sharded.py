@@ -76,7 +76,7 @@ def run_sharded_share(unit: MeasureUnit, cfg: MeasureConfig, rank: int, world: i
     from llc_service.errors import CheckpointPending
     from llc_service.estimate.chains import resolve_device
     from llc_service.estimate.sharded import run_sharded_chains, shard_model
-    from llc_service.worker.rank import chains_for_rank
+    from llc_service.worker.assign import chains_for_rank
     from llc_service.worker.weights import weight_stats
 
     if device is not None:

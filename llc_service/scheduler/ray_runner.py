@@ -57,20 +57,24 @@ def task_options(cfg, cluster_resources: dict[str, float]) -> dict[str, Any]:
     """Ray options of one measurement task, from the config and what the cluster has.
 
     GPUs are requested only when the cluster has some and the config does not pin the CPU, so the same config runs
-    on a laptop and on a GPU cluster. ``OMP_NUM_THREADS`` is set to the task's CPUs (Ray's default is 1 for some
-    tasks, which makes torch crawl on CPU); ``runtime_env`` env_vars merge with the job's own.
+    on a laptop and on a GPU cluster. A measurement of ``processes`` N > 1 (several chain groups, or one model
+    sharded over N) reserves N of them on its node (a Ray task runs on one node): N GPUs, or on CPU N CPUs at least.
+    ``OMP_NUM_THREADS`` is the task's CPUs per process (Ray's default is 1 for some tasks, which makes torch crawl on
+    CPU); ``runtime_env`` env_vars merge with the job's own.
     """
     use_gpu = (cluster_resources.get("GPU", 0) > 0 and cfg.gpus_per_measurement > 0
                and str(cfg.device) != "cpu")
-    threads = max(1, math.floor(cfg.cpus_per_measurement))
+    processes = max(1, int(cfg.processes or 1))
+    cpus = cfg.cpus_per_measurement if use_gpu else max(cfg.cpus_per_measurement, processes)
+    threads = max(1, math.floor(cpus / processes))
     opts: dict[str, Any] = {
-        "num_cpus": cfg.cpus_per_measurement,
+        "num_cpus": cpus,
         "max_retries": cfg.max_retries,
         "retry_exceptions": [TransientError],
         "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}},
     }
     if use_gpu:
-        opts["num_gpus"] = cfg.gpus_per_measurement
+        opts["num_gpus"] = max(cfg.gpus_per_measurement, processes) if processes > 1 else cfg.gpus_per_measurement
     return opts
 
 

@@ -36,6 +36,18 @@ def test_task_options_cpu_and_gpu():
     assert "num_gpus" not in task_options(cfg, {"CPU": 8, "GPU": 2})
 
 
+def test_a_measurement_over_several_processes_reserves_them_on_its_node():
+    """--processes N (chain groups, or one model sharded over N): N GPUs, or N CPUs at least, and one thread each."""
+    cfg = MeasureConfig(cpus_per_measurement=1, gpus_per_measurement=1, processes=4, shard_size=2)
+    gpu = task_options(cfg, {"CPU": 32, "GPU": 8})
+    assert gpu["num_gpus"] == 4 and gpu["num_cpus"] == 1
+    cpu = task_options(MeasureConfig(device="cpu", cpus_per_measurement=1, processes=4), {"CPU": 8})
+    assert cpu["num_cpus"] == 4 and "num_gpus" not in cpu
+    assert cpu["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "1"
+    more = task_options(MeasureConfig(device="cpu", cpus_per_measurement=8, processes=2), {"CPU": 8})
+    assert more["num_cpus"] == 8 and more["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "4"
+
+
 def test_two_units_run_concurrently_on_two_nodes(ray_two_nodes, tmp_path):
     _, nodes = ray_two_nodes
     units = _units(tmp_path, ["step1", "step2"], sleep=2.0)

@@ -7,6 +7,8 @@ minibatch's rows, and FSDP2 averages the gradients over the group: the gradient 
 each parameter's local shard, and the noise is :class:`~llc_service.sampler.noise.NoiseSlices`: the values the
 unsharded sampler draws, so a chain's draws do not depend on k (up to the order of float reductions).
 
+w* is kept in bf16 or fp16 where that is lossless (a checkpoint saved in that dtype), fp32 otherwise.
+
 Pitfalls this module avoids: DTensor's random ops are not used (noise is drawn here, per chain); a ``no_grad``
 forward leaves the root's parameters unsharded, so every step reshards before updating; accelerate's FSDP plugin
 does not shard on CPU, so ``fully_shard`` is called directly. The worker runs it through
@@ -76,7 +78,7 @@ class ShardedChains:
             self.ranges.append((start, start + local.numel()))
             offset += p.numel()
         self.total = offset
-        self.anchors = [t.detach().clone() for t in self.locals]
+        self.anchors = [_lean_copy(t) for t in self.locals]
         self.init, self.update = build_sampler(cfg)
 
     def _loss(self, batch) -> torch.Tensor:
@@ -177,6 +179,17 @@ def run_sharded_chains(model: torch.nn.Module, data: Any, cfg, mesh, chains: lis
     return ChainRun(chains=list(chains), loss_trace=loss_trace, diverged_at=diverged, init_loss=init_loss,
                     num_params=sc.total, steps=total_steps(cfg) * len(chains), seconds=time.perf_counter() - t0,
                     acceptance=[float("nan")] * len(chains))
+
+
+def _lean_copy(t: torch.Tensor) -> torch.Tensor:
+    """w* for one local shard, in bf16 or fp16 when that holds its values exactly (a bf16/fp16 checkpoint: w* *is*
+    those values; 2 bytes per element instead of 4), else an fp32 copy. The sampler promotes it in ``w − w*``."""
+    for dtype in (torch.bfloat16, torch.float16):
+        if t.dtype == torch.float32 and t.numel():
+            half = t.detach().to(dtype)
+            if torch.equal(half.float(), t):
+                return half
+    return t.detach().clone()
 
 
 def _local_offset(p) -> int:

@@ -31,7 +31,7 @@ class SGLDState:
     w: torch.Tensor
     """Current iterate (flat fp32)."""
     anchor: torch.Tensor
-    """w*, the point whose LLC is measured."""
+    """w*, the point whose LLC is measured (fp32, or bf16/fp16 where that is lossless: the sharded path)."""
     step: int = 0
     v: torch.Tensor | None = None
     """RMSProp second-moment estimate (preconditioned samplers only)."""
@@ -71,7 +71,8 @@ def build(epsilon: float, nbeta: float, gamma: float, weight_decay: float = 0.0,
                 noise.mul_(g_pre.sqrt())
             w.add_(noise, alpha=noise_std)
         if bounding_box is not None:
-            torch.clamp(w, min=state.anchor - bounding_box, max=state.anchor + bounding_box, out=w)
+            anchor = state.anchor if state.anchor.dtype == w.dtype else state.anchor.to(w.dtype)  # a lean bf16 w*
+            torch.clamp(w, min=anchor - bounding_box, max=anchor + bounding_box, out=w)
         state.step += 1
         return state
 

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 
-def main(out: str, arch: str, sampler: str) -> None:
+def main(out: str, arch: str, sampler: str, lean: str = "fp32") -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.utils.data import TensorDataset
 
@@ -25,6 +25,8 @@ def main(out: str, arch: str, sampler: str) -> None:
     cfg = SamplerConfig(num_chains=2, num_draws=8, batch_size=4, sampler=sampler, device="cpu", seed=5,
                         epsilon=1e-3, nbeta=20.0, gamma=100.0, chain_batching="off", progress=False)
     model = tiny_model(arch).float().eval()
+    if lean == "bf16":  # a bf16 checkpoint's values: w* is kept in bf16 by the sharded chains, losslessly
+        model = model.to(torch.bfloat16).float()
     ref = Workspace(model, data, cfg)
     expected = [ref.run_chain(c)[0].tolist() for c in range(2)]
     import copy
@@ -38,10 +40,11 @@ def main(out: str, arch: str, sampler: str) -> None:
     got = [chains.run_chain(c)[0].tolist() for c in range(2)]
     with open(f"{out}.{rank}", "w") as f:
         json.dump({"expected": expected, "got": got, "sharded": is_sharded, "local": local,
+                   "anchor_dtypes": sorted({str(a.dtype) for a in chains.anchors}),
                    "total": sum(p.numel() for p in model.parameters())}, f)
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -64,9 +64,10 @@ DEFAULTS = {
 # L(w*): devinterp 2.x averages num_init_loss_batches batches *per chain* (its default 32); we average
 # init_loss_batches batches once. Both get the same number of init-loss forwards: this many per chain.
 INIT_LOSS_BATCHES_PER_CHAIN = 8
-STEP_KINDS = ("ours", "ours-vmap", "bare", "floor", "devinterp")
+STEP_KINDS = ("ours", "ours-nomala", "ours-vmap", "bare", "floor", "devinterp")
 PER_CHAIN_KINDS = ("ours", "devinterp")  # chains with a fixed cost of their own (reported as ms/chain)
-RATIOS = (("ours", "bare"), ("ours", "floor"), ("ours-vmap", "floor"), ("ours-vmap", "ours"), ("devinterp", "ours"))
+RATIOS = (("ours", "bare"), ("ours", "floor"), ("ours", "ours-nomala"), ("ours-vmap", "floor"), ("ours-vmap", "ours"),
+          ("devinterp", "ours"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -230,11 +231,11 @@ def make_runner(kind: str, model, data, name: str, hp: dict, steps: int, device,
                   device=str(device), progress=False, seed=0)
     counter = itertools.count(1)  # every run is a fresh chain (fresh data order and noise), as in an estimate
     clock = StepClock(device)
-    if kind == "ours":
+    if kind in ("ours", "ours-nomala"):  # the default tracks each chain's MALA acceptance; "nomala" turns it off
         from llc_service.estimate.chains import Workspace
 
-        ws = Workspace(model, data, SamplerConfig(num_chains=1, num_draws=steps, chain_batching="off", **common),
-                       loss_fn)
+        ws = Workspace(model, data, SamplerConfig(num_chains=1, num_draws=steps, chain_batching="off",
+                                                  mala_acceptance=kind == "ours", **common), loss_fn)
         ws.update = _marking(ws.update, clock)  # run_chain calls it once per step, after forward and backward
 
         def run():
@@ -505,7 +506,8 @@ def render(rows: list[dict], with_devinterp: bool, markdown: bool) -> str:
         return "\n".join(out)
 
     has_vmap = any("ours-vmap" in r for r in rows)
-    step_head = ["model", "params", "bare ms/step", "floor ms/step", "ours ms/step", "ours/bare", "ours/floor"]
+    step_head = ["model", "params", "bare ms/step", "floor ms/step", "ours ms/step", "ours/bare", "ours/floor",
+                 "ours no-MALA ms/step", "ours/no-MALA"]
     if has_vmap:
         step_head += ["vmap ms/chain-step", "vmap/ours", "vmap/floor"]
     if with_devinterp:
@@ -515,7 +517,7 @@ def render(rows: list[dict], with_devinterp: bool, markdown: bool) -> str:
     for r in rows:
         t = {k: r[k]["median_step_s"] for k in STEP_KINDS if k in r}
         line = [r["model"], f"{r['params']:,}", fmt_ms(t["bare"]), fmt_ms(t["floor"]), fmt_ms(t["ours"]),
-                pr(r, "ours/bare"), pr(r, "ours/floor")]
+                pr(r, "ours/bare"), pr(r, "ours/floor"), fmt_ms(t.get("ours-nomala")), pr(r, "ours/ours-nomala")]
         if has_vmap:
             line += [fmt_ms(t.get("ours-vmap")), pr(r, "ours-vmap/ours"), pr(r, "ours-vmap/floor")]
         if with_devinterp:
@@ -674,7 +676,7 @@ def main(argv=None) -> int:
             build_asset(name, asset)
             steps, repeats = args.steps or hp["steps"], args.repeats or hp["repeats"]
             vmap = args.vmap_chains if name == "mlp" else 0
-            kinds = ["ours"] + (["ours-vmap"] if vmap else []) + ["bare", "floor"] + (
+            kinds = ["ours", "ours-nomala"] + (["ours-vmap"] if vmap else []) + ["bare", "floor"] + (
                 ["devinterp"] if with_devinterp else [])
             draws = args.llc_draws or hp["llc_draws"]
             llc_kinds = ["ours"] + (["devinterp"] if with_devinterp else [])

@@ -35,13 +35,14 @@ def test_bench_sampler_smoke(tmp_path):
     steps, llc_time, llc_est = tables
 
     assert steps[0] == ["model", "params", "bare ms/step", "floor ms/step", "ours ms/step", "ours/bare", "ours/floor",
-                        "vmap ms/chain-step", "vmap/ours", "vmap/floor", "ours ms/chain"]
+                        "ours no-MALA ms/step", "ours/no-MALA", "vmap ms/chain-step", "vmap/ours", "vmap/floor",
+                        "ours ms/chain"]
     assert [row[0] for row in steps[1:]] == ["mlp"]
     row = dict(zip(steps[0], steps[1]))
     assert row["params"] == "1,377"
-    for col in ("bare ms/step", "floor ms/step", "ours ms/step", "vmap ms/chain-step"):
+    for col in ("bare ms/step", "floor ms/step", "ours ms/step", "ours no-MALA ms/step", "vmap ms/chain-step"):
         assert float(row[col]) > 0, (col, row)
-    assert row["ours/floor"].endswith("×")
+    assert row["ours/floor"].endswith("×") and row["ours/no-MALA"].endswith("×")
 
     assert llc_time[0] == ["model", "chains×draws (repeats)", "ours s", "vmap s"]
     assert [r[:2] for r in llc_time[1:]] == [["mlp", "2×4 (1)"], ["mlp", "2×4 (1)"]]

@@ -163,7 +163,8 @@ class _BatchedExtras:
         self.runner, self.ws, self.states, self.chains, self.cfg = runner, ws, states, chains, cfg
         self.total = cfg.num_burnin + cfg.num_draws * cfg.num_steps_bw_draws
         self.trackers = [MalaTracker(cfg, s.w) for s in states] if ws.mala is not None else None
-        self.paired = [t >= cfg.num_burnin and (self.trackers is not None or is_draw_step(t, cfg))
+        self.paired = [t >= cfg.num_burnin and ((self.trackers is not None and self.trackers[0].involves(t))
+                                                 or is_draw_step(t, cfg))
                        for t in range(self.total)] if ws.anchor_loss is not None else None
         self.base = (torch.full((len(chains), self.total), float("nan"), dtype=torch.float64, device=ws.device)
                      if self.paired is not None else None)

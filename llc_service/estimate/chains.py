@@ -135,8 +135,9 @@ class _StepHooks:
         cfg = ws.cfg
         self.ws, self.chain, self.mala, self.anchor_loss = ws, chain, ws.mala, ws.anchor_loss
         total = cfg.num_burnin + cfg.num_draws * cfg.num_steps_bw_draws
-        # the steps that evaluate w*: every draw, and every post-burn-in step when MALA needs both ends paired
-        self.paired = [t >= cfg.num_burnin and (self.mala is not None or is_draw_step(t, cfg))
+        # the steps that evaluate w*: every draw, and the post-burn-in steps at the ends of a tracked MALA transition
+        self.paired = [t >= cfg.num_burnin and ((self.mala is not None and self.mala.involves(t))
+                                                 or is_draw_step(t, cfg))
                        for t in range(total)] if self.anchor_loss is not None else None
         self.base = (torch.full((total,), float("nan"), dtype=torch.float64, device=ws.device)
                      if self.anchor_loss is not None else None)

@@ -18,6 +18,11 @@ buffer, and one saved copy of w (P floats per chain). U uses each point's own mi
 with ``baseline: paired`` the loss at w* on the same minibatch is subtracted first, which removes the minibatch
 noise from U(w) − U(w'). With a full batch the value is exact.
 
+The mean is taken over every ``EVERY``-th transition (those starting at steps 0, EVERY, 2·EVERY, …): the tracker
+works only on the two steps at the ends of a tracked transition, so it costs 1/EVERY of tracking them all (measured
+in docs/benchmarks.md), and the mean of a stationary chain's acceptance does not depend on which transitions are
+averaged.
+
 Defined for plain SGLD with ``noise_scale`` 1 and no ``bounding_box`` (clamping and RMSProp's position-dependent
 preconditioner make the proposal density different); elsewhere it is NaN.
 """
@@ -27,6 +32,9 @@ from __future__ import annotations
 import math
 
 import torch
+
+EVERY = 4
+"""Track the transitions that start at every EVERY-th step."""
 
 
 def log_acceptance(w: torch.Tensor, drift: torch.Tensor, energy: float, w_next: torch.Tensor,
@@ -56,9 +64,10 @@ class MalaTracker:
     the device (no host sync), and the sum is read once per chain.
     """
 
-    def __init__(self, cfg, like: torch.Tensor):
+    def __init__(self, cfg, like: torch.Tensor, every: int = EVERY):
         self.eps, self.nbeta, self.gamma, self.wd = cfg.epsilon, cfg.nbeta, cfg.gamma, cfg.weight_decay
         self.record_from = cfg.num_burnin
+        self.every = max(1, int(every))
         self.prev_w = torch.empty_like(like)
         self.reset()
 
@@ -70,8 +79,15 @@ class MalaTracker:
         self.total = torch.zeros((), dtype=torch.float64, device=self.prev_w.device)
         self.count = 0
 
+    def involves(self, t: int) -> bool:
+        """Whether step ``t`` starts or ends a tracked transition (the steps whose energy is needed)."""
+        return t % self.every == 0 or (t - 1) % self.every == 0
+
     def before_update(self, state, grad: torch.Tensor, loss: torch.Tensor) -> None:
         """``loss``: the (detached, scalar) minibatch loss at ``state.w``, minus the paired baseline if any."""
+        opening = self.step % self.every == 0
+        if not (opening or self.has_prev):
+            return
         w, anchor, scratch = state.w, state.anchor, state.scratch
         torch.sub(w, anchor, out=scratch)
         energy = self.nbeta * loss.double() + 0.5 * self.gamma * torch.dot(scratch, scratch).double()
@@ -87,12 +103,15 @@ class MalaTracker:
             if self.step > self.record_from:  # transitions that start after burn-in
                 self.total += torch.exp(torch.clamp(log_alpha, max=0.0))
                 self.count += 1
-        self.prev_w.copy_(w)
-        self.prev_energy = energy
+        if opening:
+            self.prev_w.copy_(w)
+            self.prev_energy = energy
 
     def after_update(self, state) -> None:
-        self.prev_xi2 = torch.dot(state.scratch, state.scratch).double()  # ‖ξ‖²: log q(w'|w) = −‖ξ‖²/2
-        self.has_prev = True
+        opening = self.step % self.every == 0
+        if opening:
+            self.prev_xi2 = torch.dot(state.scratch, state.scratch).double()  # ‖ξ‖²: log q(w'|w) = −‖ξ‖²/2
+        self.has_prev = opening
         self.step += 1
 
     def mean(self) -> float:

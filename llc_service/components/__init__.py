@@ -114,9 +114,9 @@ def _preset(model, preset: str) -> list[Component]:
     for layer in sorted(by_layer):
         params = by_layer[layer]
         if preset == "layers":
-            out.append(Component(f"layer{layer}", {n: torch.ones_like(p, dtype=torch.bool) for n, _, p in params}))
+            out.append(Component(f"layer{layer}", {n: torch.ones(p.shape, dtype=torch.bool) for n, _, p in params}))
         elif preset == "mlps":
-            masks = {n: torch.ones_like(p, dtype=torch.bool) for n, rest, p in params
+            masks = {n: torch.ones(p.shape, dtype=torch.bool) for n, rest, p in params
                      if rest.startswith(arch.mlp_prefix)}
             if masks:
                 out.append(Component(f"layer{layer}.mlp", masks))
@@ -138,7 +138,7 @@ def _entry(model, item: dict) -> Component:
     heads, neurons = item.get("heads"), item.get("neurons")
     masks = {}
     if heads is None and neurons is None:
-        return Component(item["name"], {n: torch.ones_like(p, dtype=torch.bool) for n, p in matched})
+        return Component(item["name"], {n: torch.ones(p.shape, dtype=torch.bool) for n, p in matched})
     arch = layouts.arch_for(model.config)
     geo = layouts.Heads.of(model.config)
     for n, p in matched:

@@ -54,8 +54,11 @@ def reshard(model: torch.nn.Module) -> None:
 class ShardedChains:
     """Run chains one after another on a model already sharded over ``mesh`` (a 1-D shard mesh)."""
 
-    def __init__(self, model: torch.nn.Module, data: Any, cfg, mesh, loss_fn: Callable | None = None):
+    def __init__(self, model: torch.nn.Module, data: Any, cfg, mesh, loss_fn: Callable | None = None,
+                 masks: dict | None = None):
         from torch.distributed.tensor import DTensor
+
+        from llc_service.sampler.masks import normalize_masks
 
         self.cfg, self.mesh, self.model = cfg, mesh, model
         self.k, self.rank = mesh.size(), mesh.get_local_rank()
@@ -64,22 +67,48 @@ class ShardedChains:
         self.loss_fn = loss_fn or batches.causal_lm_loss
         self.collated, self.n = batches.materialize(data), batches.num_rows(data)
         pattern = re.compile(cfg.param_filter) if cfg.param_filter else None
-        self.locals, self.ranges, self.params = [], [], []
+        masks = normalize_masks(model, masks) if masks is not None else None
+        # per sampled parameter: its local shard, the positions of its moving elements in the shard (None: all), the
+        # vector the sampler updates (the shard itself, or a compact copy of the moving elements), and where that
+        # vector's noise sits in the chain's noise vector over all moving elements (the unsharded sampler's order:
+        # parameters in order, then row-major; with masks, only the masked-in elements)
+        self.locals, self.index, self.moving, self.ranges, self.params = [], [], [], [], []
         offset = 0
-        for name, p in model.named_parameters():  # the unsharded sampler's flat order
-            if pattern is not None and not pattern.search(name):
-                p.requires_grad_(False)
+        for name, p in model.named_parameters():
+            sampled = (pattern is None or pattern.search(name)) and (masks is None or name in masks)
+            if masks is not None and name in masks and pattern is not None and not pattern.search(name):
+                raise ValueError(f"masks: {name!r} is excluded by param_filter {cfg.param_filter!r}")
+            p.requires_grad_(bool(sampled))
+            if not sampled:
                 continue
             with torch.no_grad():  # the shard's own storage, outside autograd (the step writes into it in place)
                 local = (p.to_local() if isinstance(p, DTensor) else p).detach()
-            start = offset + _local_offset(p) if isinstance(p, DTensor) else offset
+            start = _local_offset(p) if isinstance(p, DTensor) else 0
+            if masks is None:
+                idx, lo, count, size = None, offset + start, local.numel(), p.numel()
+            else:
+                flat = masks[name].reshape(-1)
+                idx = flat[start:start + local.numel()].nonzero().squeeze(1)
+                lo, count, size = offset + int(flat[:start].sum()), idx.numel(), int(flat.sum())
             self.params.append(p)
             self.locals.append(local)
-            self.ranges.append((start, start + local.numel()))
-            offset += p.numel()
+            self.index.append(idx)
+            self.ranges.append((lo, lo + count))
+            offset += size
         self.total = offset
-        self.anchors = [_lean_copy(t) for t in self.locals]
+        """Elements sampled (all ranks together): ``num_params`` of the estimate."""
+        self.anchors = [_lean_copy(t) if i is None else t.reshape(-1).index_select(0, i)
+                        for t, i in zip(self.locals, self.index)]
+        self.moving = [t if i is None else a.clone() for t, i, a in zip(self.locals, self.index, self.anchors)]
         self.init, self.update = build_sampler(cfg)
+
+    def _reset(self) -> None:
+        """Every sampled element back at w*."""
+        with torch.no_grad():
+            for t, i, m, a in zip(self.locals, self.index, self.moving, self.anchors):
+                m.copy_(a)
+                if i is not None:
+                    t.view(-1).index_copy_(0, i, m)
 
     def _loss(self, batch) -> torch.Tensor:
         rows = self.cfg.batch_size // self.k
@@ -117,10 +146,8 @@ class ShardedChains:
         from llc_service.estimate.loop import run_loop
 
         cfg = self.cfg
-        with torch.no_grad():
-            for t, a in zip(self.locals, self.anchors):
-                t.copy_(a)
-        states = [self.init(t.view(-1), a.view(-1)) for t, a in zip(self.locals, self.anchors)]
+        self._reset()
+        states = [self.init(m.view(-1), a.view(-1)) for m, a in zip(self.moving, self.anchors)]
         noise = NoiseSlices(seeding.generator(cfg.seed, chain, seeding.NOISE), self.total)
         data = batches.BatchStream(self.collated, self.n, cfg.batch_size,
                                    seeding.generator(cfg.seed, chain, seeding.DATA))
@@ -134,10 +161,12 @@ class ShardedChains:
             reshard(self.model)
             with torch.no_grad():
                 noise.begin()
-                for p, state, (lo, hi) in zip(self.params, states, self.ranges):
-                    grad = p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+                for p, state, (lo, hi), t, i in zip(self.params, states, self.ranges, self.locals, self.index):
+                    grad = (p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad).reshape(-1)
                     noise.select(lo, hi)
-                    self.update(state, grad.reshape(-1), noise)
+                    self.update(state, grad if i is None else grad.index_select(0, i), noise)
+                    if i is not None:
+                        t.view(-1).index_copy_(0, i, state.w)
                     p.grad = None
                 noise.end()
             return value
@@ -147,24 +176,24 @@ class ShardedChains:
 
     def restore(self) -> None:
         """Put w* back into the model (after the last chain)."""
-        with torch.no_grad():
-            for t, a in zip(self.locals, self.anchors):
-                t.copy_(a)
+        self._reset()
 
 
 def run_sharded_chains(model: torch.nn.Module, data: Any, cfg, mesh, chains: list[int], desc: str = "SGLD",
-                       report: bool = True, loss_fn: Callable | None = None):
+                       report: bool = True, loss_fn: Callable | None = None, masks: dict | None = None,
+                       init_loss: float | None = None):
     """Run ``chains`` one after another on ``model`` sharded over ``mesh`` (this process's shard group); returns the
     :class:`~llc_service.estimate.chains.ChainRun` of the group when ``report`` (its first rank), else an empty one
-    (the other ranks of the group computed the same chains)."""
+    (the other ranks of the group computed the same chains). ``masks``: element masks (refined LLC, see
+    :mod:`llc_service.sampler.masks`); ``init_loss``: L(w*) already computed for this model and data."""
     import time
 
     from llc_service.estimate.chains import ChainRun
     from llc_service.estimate.loop import progress_bar, total_steps
 
     t0 = time.perf_counter()
-    sc = ShardedChains(model, data, cfg, mesh, loss_fn)
-    init_loss = sc.init_loss()
+    sc = ShardedChains(model, data, cfg, mesh, loss_fn, masks)
+    init_loss = sc.init_loss() if init_loss is None else float(init_loss)
     traces, diverged = [], []
     with progress_bar(total_steps(cfg) * len(chains), cfg.progress if report else False, desc) as bar:
         for c in chains:

@@ -9,8 +9,9 @@ index, so λ̂ does not depend on k or on the number of groups. The first rank o
 chains; the others report none. Failures are agreed on by every rank after each phase, so that one rank's refusal
 never leaves the others waiting in a collective.
 
-Not on this path (refused before anything is loaded, :func:`check_supported`): refined-LLC ``components``,
-``baseline: paired``, ``autocast_dtype``; MALA acceptance is not tracked (NaN).
+Refined-LLC ``components`` run one after another on the one sharded model (element masks sliced to each shard).
+Not on this path (refused before anything is loaded, :func:`check_supported`): ``baseline: paired``,
+``autocast_dtype``; MALA acceptance is not tracked (NaN).
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ def check_supported(cfg: MeasureConfig, world: int) -> None:
     if cfg.batch_size % k:
         raise UsageError(f"batch_size={cfg.batch_size} must divide by shard_size={k} (each process of a shard group "
                          f"takes batch_size/shard_size rows of every minibatch)")
-    for name, value, default in (("components", cfg.components, None), ("baseline", cfg.baseline, "init"),
-                                 ("autocast_dtype", cfg.autocast_dtype, None)):
+    for name, value, default in (("baseline", cfg.baseline, "init"), ("autocast_dtype", cfg.autocast_dtype, None)):
         if value != default:
             raise UsageError(f"{name}={value!r} is not available with shard_size > 1 in this version "
                              f"(use shard_size=1, or leave {name} at {default!r})")
@@ -144,6 +144,27 @@ def run_sharded_share(unit: MeasureUnit, cfg: MeasureConfig, rank: int, world: i
         group, shard = divmod(rank, k)
         chains = chains_for_rank(cfg.num_chains, group, groups)
         desc = f"{ref.run_id} step {ref.step} [group {group}, sharded over {k}]"
-        run = run_sharded_chains(model, data.dataset, cfg, shard_mesh, chains, desc, report=shard == 0)
+        if cfg.components:  # refined LLC: each component on the one sharded model, against one L(w*)
+            run = _components(model, data.dataset, cfg, shard_mesh, chains, desc, shard == 0)
+        else:
+            run = run_sharded_chains(model, data.dataset, cfg, shard_mesh, chains, desc, report=shard == 0)
     info.device = dev.type
     return run
+
+
+def _components(model, dataset, cfg, mesh, chains: list[int], desc: str, report: bool) -> list:
+    """:func:`llc_service.worker.components.run_components` on the sharded path (same rows, same order)."""
+    import time
+
+    from llc_service.components import resolve_components
+    from llc_service.estimate.sharded import run_sharded_chains
+    from llc_service.worker.components import ComponentRun
+
+    out, init_loss = [], None
+    for comp in resolve_components(model, cfg.components):
+        t0 = time.perf_counter()
+        run = run_sharded_chains(model, dataset, cfg, mesh, chains, f"{desc} {comp.name}", report=report,
+                                 masks=comp.masks, init_loss=init_loss)
+        init_loss = run.init_loss
+        out.append(ComponentRun(comp.name, run, time.perf_counter() - t0))
+    return out

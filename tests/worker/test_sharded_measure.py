@@ -75,8 +75,24 @@ def test_a_bad_checkpoint_is_a_recorded_failure_not_a_hang(tmp_path, token_parqu
     assert read_summary(str(tmp_path / "out"))["status"].tolist() == ["failed"]
 
 
+@pytest.mark.slow  # ~60 s: two measurements of four components
+def test_components_sharded_over_two_processes_measure_what_one_process_does(ckpt, token_parquet, tmp_path):
+    """Refined LLC on the sharded path: element masks sliced to each shard, the same moving elements and noise."""
+    spec = [{"name": "l0.h1", "param_filter": "layers\\.0\\.attention\\.", "heads": [1]}, "mlps", "all"]
+    sharded, draws_s = _measure(ckpt, token_parquet, tmp_path / "sharded", processes=2, shard_size=2,
+                                components=spec)
+    plain, draws_p = _measure(ckpt, token_parquet, tmp_path / "plain", processes=1, components=spec)
+    rows_s, rows_p = sharded["component_rows"], plain["component_rows"]
+    names = ["l0.h1", "layer0.mlp", "layer1.mlp", "all"]
+    assert [r["component"] for r in rows_s] == [r["component"] for r in rows_p] == names
+    for a, b in zip(rows_s, rows_p):
+        assert a["component_params"] == b["component_params"] and a["shard_size"] == 2
+        da, db = (d[d["component"] == a["component"]] for d in (draws_s, draws_p))
+        _agree(a, b, da, db)
+    assert rows_s[-1]["component_params"] == rows_s[-1]["num_params"]
+
+
 @pytest.mark.parametrize("overrides, words", [
-    (dict(components=["all"]), "components"),
     (dict(baseline="paired"), "baseline"),
     (dict(batch_size=7), "batch_size=7 must divide by shard_size=2"),
     (dict(num_chains=1, processes=4), "2 shard groups"),

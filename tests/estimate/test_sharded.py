@@ -42,3 +42,21 @@ def test_sharded_chain_draws_equal_the_unsharded_ones(tmp_path, arch, sampler, l
         assert not np.allclose(got[0], got[1])  # two chains, two noise and data streams
     assert sum(r["local"] for r in ranks) >= ranks[0]["total"]
     np.testing.assert_array_equal(ranks[0]["got"], ranks[1]["got"])  # one loss per step for the whole group
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, low, high", [("regular", 0.92, 1.12), ("reduced_rank", 0.65, 1.05)])
+def test_sharded_chains_reach_the_known_learning_coefficient(tmp_path, case, low, high):
+    """λ of a regular regression (d/2 = 2) and of a reduced-rank regression (5, 3, 5) (Aoyagi & Watanabe), with the
+    parameters sharded over 2 processes: the bands of tests/estimate/test_known_truth.py (their reasons there)."""
+    out = tmp_path / "known"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(ROOT / "tests" / "estimate" / "sharded_known_prog.py"), str(out), case],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(2)]
+    for r in ranks:
+        assert r["local"] < r["total"] and r["status"] == ["ok"] * 4  # each rank holds a part; no chain diverged
+        assert low * r["lam"] < r["llc"] < high * r["lam"], r
+    assert ranks[0]["llc"] == ranks[1]["llc"]

@@ -9,11 +9,14 @@ Within each (nβ, γ), grid points are taken in increasing ε. A point is **heal
 4. where MALA acceptance is informative — it is ≥ 0.9 at the smallest ε of the group, i.e. the dimension is small
    enough for acceptance to resolve the step size — an acceptance of at least ``ACCEPT_MIN``.
 
-A healthy point is on the **plateau** when the next smaller ε is healthy too and their λ̂ agree within Monte-Carlo
-error (``PLATEAU_SIGMAS`` combined standard errors of the means, capped at ``PLATEAU_REL_MAX`` = 10 % relative) or
-within ``PLATEAU_REL`` = 5 % relative. The
-recommendation is the largest ε on a plateau (largest: the fastest mixing, and the cheapest per effective draw);
-across (nβ, γ) groups the largest such ε wins. No plateau anywhere: no recommendation, and a reason with what to try.
+Where acceptance is informative, the recommendation is the largest healthy ε whose acceptance is at least
+``ACCEPT_TARGET`` = 0.9: there acceptance measures the discretisation error directly (on known truths, acceptance
+≥ 0.9 kept λ̂'s step-size bias within ~5 %, 0.83–0.89 let it reach 9–25 %; docs/calibration.md), and the largest such
+ε is the best mixed. Otherwise a healthy point is on the **plateau** when the next smaller ε is healthy too and their
+λ̂ agree within Monte-Carlo error (``PLATEAU_SIGMAS`` combined standard errors of the means, capped at
+``PLATEAU_REL_MAX`` = 10 % relative) or within ``PLATEAU_REL`` = 5 % relative, and the recommendation is the largest ε
+on a plateau (largest: the fastest mixing, and the cheapest per effective draw). Across (nβ, γ) groups the largest
+chosen ε wins. Nothing chosen anywhere: no recommendation, and a reason with what to try.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ PLATEAU_REL = 0.05
 PLATEAU_REL_MAX = 0.10
 ACCEPT_INFORMATIVE = 0.9
 ACCEPT_MIN = 0.5
+ACCEPT_TARGET = 0.9
 RHAT_MAX = 1.1
 
 
@@ -94,6 +98,27 @@ def select(table) -> tuple[int | None, str, list[str]]:
             else:
                 verdicts[i] = (f"healthy; λ̂ {table.loc[i, 'llc_mean']:.4g} differs from {table.loc[j, 'llc_mean']:.4g}"
                                f" at ε={table.loc[j, 'epsilon']:g}")
+        if informative:
+            accepted = [i for i in idx if health[i][0] and _num(table.loc[i, "mala_acceptance"]) >= ACCEPT_TARGET]
+            for i in idx:
+                if health[i][0]:
+                    acc = _num(table.loc[i, "mala_acceptance"])
+                    verdicts[i] = (f"healthy, MALA acceptance {acc:.2f} ≥ {ACCEPT_TARGET}" if i in accepted else
+                                   f"MALA acceptance {acc:.2f} < {ACCEPT_TARGET} (step-size bias)")
+            if accepted:
+                i = accepted[-1]
+                if best is None or table.loc[i, "epsilon"] > table.loc[best, "epsilon"]:
+                    r = table.loc[i]
+                    best = i
+                    best_reason = (
+                        f"ε={r['epsilon']:g}, nβ={nbeta:g}, γ={gamma:g}: the largest ε whose chains do not diverge, "
+                        f"are stationary in the second half (z = {_num(r['drift_z']):.1f}), R̂ = {_num(r['rhat']):.3g}, "
+                        f"and whose MALA acceptance {_num(r['mala_acceptance']):.2f} ≥ {ACCEPT_TARGET} bounds the "
+                        f"step-size bias (acceptance informative: {first_acc:.2f} at the smallest ε); "
+                        f"λ̂ {r['llc_mean']:.4g} ± {_num(r['llc_se']):.2g}")
+            else:
+                problems.append(f"nβ={nbeta:g}, γ={gamma:g}: no healthy ε with MALA acceptance ≥ {ACCEPT_TARGET}")
+            continue
         if plateau:
             i = max(plateau, key=lambda r: table.loc[r, "epsilon"])
             if best is None or table.loc[i, "epsilon"] > table.loc[best, "epsilon"]:

@@ -23,19 +23,32 @@ def check(built, epsilon=1e-4, gamma=1.0, draws=400, burnin=200, seed=0, chains=
     return res
 
 
-@pytest.mark.slow  # ~60 s alone, 235 s on the loaded 2-core box
+@pytest.mark.slow  # ~10 s alone
 def test_regular_regression_from_the_default_grid():
     res = check(km.regular(d=2, n=200, seed=4), draws=200, burnin=100, chains=2)
-    assert "plateau" in res.reason
+    # full batch, two parameters: acceptance resolves the step size, so it (not the plateau) picks ε
+    assert "acceptance" in res.reason and "≥ 0.9" in res.reason
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # ~25 s alone
+def test_regular_regression_d8():
+    check(km.regular(d=8, n=2000, seed=2))
+
+
+# Singular models at w* = 0 (y is noise): one setting for the whole family, n = 1000 (nβ = 145), 1000 + 1000 steps.
+# At n = 5000 (nβ = 587) the stiff directions are 4× stiffer while the flat ones still relax only through γ, so no ε
+# both mixed and was unbiased within 1000 steps (docs/calibration.md, "Measured on known truths").
+SINGULAR = dict(draws=1000, burnin=1000)
+
+
+@pytest.mark.slow  # ~60 s each alone
 @pytest.mark.parametrize("shape", [(3, 2, 3), (6, 2, 3), (4, 3, 8)])
 def test_reduced_rank_regressions_from_the_default_grid(shape):
     m_in, h, n_out = shape
-    check(km.reduced_rank(m_in, h, n_out, n=5000, seed=1), draws=600, burnin=400)
+    check(km.reduced_rank(m_in, h, n_out, n=1000, seed=1), **SINGULAR)
 
 
-@pytest.mark.slow
-def test_regular_regression_d8():
-    check(km.regular(d=8, n=2000, seed=2))
+@pytest.mark.slow  # ~60 s each alone
+@pytest.mark.parametrize("widths", [(3, 2, 2, 3), (3, 4, 2, 3), (3, 2, 2, 2, 3)])
+def test_deep_linear_networks_from_the_default_grid(widths):
+    check(km.deep_linear(widths, n=1000, seed=1), **SINGULAR)

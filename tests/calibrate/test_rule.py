@@ -38,7 +38,19 @@ def test_non_stationary_and_unmixed_points_are_not_chosen():
 
 def test_acceptance_counts_only_where_informative():
     llc = [2.0, 2.0, 2.0, 2.0]
-    i, _, verdicts = select(table(llc, acc=[0.99, 0.95, 0.8, 0.3]))  # informative: 0.99 at the smallest ε
-    assert i == 2 and verdicts[3].startswith("MALA acceptance 0.30")
+    i, reason, verdicts = select(table(llc, acc=[0.99, 0.95, 0.8, 0.3]))  # informative: 0.99 at the smallest ε
+    assert i == 1 and "acceptance 0.95 ≥ 0.9" in reason
+    assert verdicts[2].startswith("MALA acceptance 0.80 < 0.9") and verdicts[3].startswith("MALA acceptance 0.30")
     i, reason, _ = select(table(llc, acc=[0.2, 0.1, 0.05, 0.01]))  # collapsed everywhere: high dimension, ignored
     assert i == 3 and "acceptance not used" in reason
+
+
+def test_informative_acceptance_chooses_without_a_plateau():
+    # a small full-batch model: λ̂ climbs with ε (unmixed below, step-size bias above) and never plateaus, but the
+    # acceptance bounds the bias: the largest healthy ε with acceptance ≥ 0.9 is chosen; an unmixed one (R̂) is not
+    t = table([1.2, 1.9, 2.2, 2.5, 3.4], acc=[1.0, 0.99, 0.97, 0.91, 0.78], rhat=[1.3, 1.0, 1.0, 1.0, 1.0])
+    i, reason, verdicts = select(t)
+    assert i == 3 and "bounds the step-size bias" in reason and verdicts[0].startswith("R̂ 1.30")
+    t = table([1.2, 1.9], acc=[0.95, 0.85], rhat=[1.3, 1.0])  # the only accepted point is unmixed: none
+    i, reason, _ = select(t)
+    assert i is None and "no healthy ε with MALA acceptance ≥ 0.9" in reason

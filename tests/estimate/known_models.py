@@ -100,3 +100,57 @@ def rrr_lambda(M: int, H: int, N: int, r: int) -> float:
     if N + H < M + r:
         return (H * N - H * r + M * r) / 2
     return M * N / 2
+
+
+class DeepLinear(torch.nn.Module):
+    """x ↦ x·W_1ᵀ·…·W_Lᵀ with widths (H_1 = input, …, H_{L+1} = output), all weights at w* = 0."""
+
+    def __init__(self, widths):
+        super().__init__()
+        self.ws = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.zeros(h_out, h_in)) for h_in, h_out in zip(widths[:-1], widths[1:])])
+
+    def forward(self, x):
+        for w in self.ws:
+            x = x @ w.T
+        return x
+
+
+def deep_linear(widths, n: int = 1000, seed: int = 0):
+    """y = W_L⋯W_1·x + noise with true rank 0 at w* = 0: λ from Aoyagi's deep-linear formula (``dln_lambda``)."""
+    widths = list(widths)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, widths[0], generator=g)
+    y = torch.randn(n, widths[-1], generator=g)
+    return (DeepLinear(widths), TensorDataset(x, y),
+            lambda m, b: 0.5 * ((b[1] - m(b[0])) ** 2).sum(1).mean(), dln_lambda(widths, 0), n / math.log(n))
+
+
+def dln_lambda(widths, r: int) -> float:
+    """Learning coefficient of a deep linear network with layer widths H_1 (input) … H_{L+1} (output) whose true
+    product matrix has rank r (Aoyagi 2024, "Consideration on the learning efficiency of multiple-layered neural
+    networks with linear units", Neural Networks 172; the form used by Lau et al. 2023, arXiv 2308.12108, App. A).
+
+    With Δ_j = H_j − r, take the index set Σ (|Σ| = ℓ + 1) with max_Σ Δ < min_{∉Σ} Δ, Σ_Σ Δ ≥ ℓ·max_Σ Δ and
+    Σ_Σ Δ < ℓ·min_{∉Σ} Δ; with S = Σ_Σ Δ, m = ⌈S/ℓ⌉, a = S − (m − 1)ℓ:
+    λ = (−r² + r(H_1 + H_{L+1}))/2 + a(ℓ − a)/(4ℓ) − ℓ(ℓ − 1)/4·(S/ℓ)² + ½·Σ_{i<j ∈ Σ} Δ_i Δ_j.
+    """
+    import itertools
+
+    delta = [h - r for h in widths]
+    idx = range(len(delta))
+    for size in range(2, len(delta) + 1):
+        for sigma in itertools.combinations(idx, size):
+            inside = [delta[i] for i in sigma]
+            outside = [delta[i] for i in idx if i not in sigma]
+            ell, s = size - 1, sum(inside)
+            if outside and not (max(inside) < min(outside) and s < ell * min(outside)):
+                continue
+            if s < ell * max(inside):
+                continue
+            m = math.ceil(s / ell)
+            a = s - (m - 1) * ell
+            pairs = sum(x * y for x, y in itertools.combinations(inside, 2))
+            return ((-r * r + r * (widths[0] + widths[-1])) / 2 + a * (ell - a) / (4 * ell)
+                    - ell * (ell - 1) / 4 * (s / ell) ** 2 + pairs / 2)
+    raise ValueError(f"no index set satisfies Aoyagi's conditions for widths {widths}, rank {r}")

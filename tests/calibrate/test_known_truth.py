@@ -1,6 +1,7 @@
 """From the default grid, with no hand-tuning, the recommended setting measures λ within 15 % of the truth."""
 
 import dataclasses
+import time
 
 import pytest
 
@@ -13,12 +14,16 @@ def check(built, epsilon=1e-4, gamma=1.0, draws=400, burnin=200, seed=0, chains=
     base = SamplerConfig(epsilon=epsilon, nbeta=nbeta, gamma=gamma, num_chains=chains, num_draws=draws,
                          num_burnin=burnin, batch_size=len(data), init_loss_batches=4, progress=False,
                          chain_batching="vmap", seed=seed)
+    t0 = time.perf_counter()
     res = calibrate(model, data, base, loss_fn=loss_fn)
     assert res.recommended is not None, str(res)
     assert res.table["recommended"].sum() == 1 and len(res.table) == 9
     # a fresh measurement at the recommended setting (another seed, longer chains) is within 15 % of λ
     check_cfg = dataclasses.replace(res.recommended, seed=seed + 100, num_draws=2 * draws)
     est = estimate_llc(model, data, check_cfg, loss_fn=loss_fn).llc_mean
+    # one line per case for docs/calibration.md (shown with pytest -s)
+    print(f"\nKNOWN-TRUTH | λ = {lam:g} | ε = {res.recommended.epsilon:g}, nβ = {nbeta:.1f} | {est:.3f} | "
+          f"{(est - lam) / lam:+.1%} | {time.perf_counter() - t0:.0f} s |")
     assert abs(est - lam) < 0.15 * lam, (est, lam, str(res))
     return res
 

@@ -11,9 +11,9 @@ Within each (nβ, γ), grid points are taken in increasing ε. A point is **heal
 
 Where acceptance is informative, the recommendation is the largest healthy ε whose acceptance is at least
 ``ACCEPT_TARGET`` = 0.9: there acceptance measures the discretisation error directly (on known truths, acceptance
-≥ 0.9 kept λ̂'s step-size bias within ~5 %, 0.84–0.86 let it reach up to +25 %; docs/calibration.md), and the largest such
-ε is the best mixed. Otherwise a healthy point is on the **plateau** when the next smaller ε is healthy too and their
-λ̂ agree within Monte-Carlo error (``PLATEAU_SIGMAS`` combined standard errors of the means, capped at
+≥ 0.9 kept λ̂'s step-size bias within ~5 %, 0.84–0.86 let it reach +25 %; docs/calibration.md), and the largest
+such ε is the best mixed. Otherwise a healthy point is on the **plateau** when the next smaller ε is healthy too and
+their λ̂ agree within Monte-Carlo error (``PLATEAU_SIGMAS`` combined standard errors of the means, capped at
 ``PLATEAU_REL_MAX`` = 10 % relative) or within ``PLATEAU_REL`` = 5 % relative, and the recommendation is the largest ε
 on a plateau (largest: the fastest mixing, and the cheapest per effective draw). Across (nβ, γ) groups the largest
 chosen ε wins. Nothing chosen anywhere: no recommendation, and a reason with what to try.

@@ -92,11 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("calibrate", help="sweep ε (and nβ, γ) on one checkpoint and recommend a setting",
                        description="Run a short measurement (the config's chains, draws, seeds and data) at every grid "
-                                   "point and pick a setting with an explicit rule: within each (nβ, γ), the largest ε "
+                                   "point and pick a setting with an explicit rule: within each (nβ, γ), among the ε "
                                    "whose chains do not diverge, are stationary in their second half, have R̂ ≤ 1.1 "
-                                   "and λ̂ > 0, and whose λ̂ agrees within Monte-Carlo error (or 5%%) with the next "
-                                   "smaller ε (the plateau); MALA acceptance ≥ 0.5 is required only where it is "
-                                   "informative (≥ 0.9 at the smallest ε). Default grid: ε × 10^(k/2), k = -4..4, "
+                                   "and λ̂ > 0: where MALA acceptance is informative (≥ 0.9 at the smallest ε: small "
+                                   "full-batch models) the largest ε with acceptance ≥ 0.9; otherwise the largest ε "
+                                   "whose λ̂ agrees within Monte-Carlo error (or 5 %) with the next smaller ε (the "
+                                   "plateau). Default grid: ε × 10^(k/2), k = -4..4, "
                                    "around the config's ε; nβ and γ from the config. Writes OUT/calibration.parquet, "
                                    "OUT/calibration.png and OUT/recommended.yaml (for measure/watch --config). "
                                    "Exit 0 with a recommendation, 1 without (the reason says what to try), 2 usage "

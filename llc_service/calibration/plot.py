@@ -56,7 +56,7 @@ def plot_calibration(result, path: str, storage_options: dict | None = None) -> 
         ax.set_xscale("log")
         ax.set_xlabel("ε (log)")
         ax.set_ylabel("λ̂ ± standard error")
-        ax.set_title("λ̂ against ε: choose on the plateau")
+        ax.set_title("λ̂ against ε (the recommended point is circled; rule: docs/calibration.md)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
         eps = table["epsilon"].to_numpy(dtype=float)

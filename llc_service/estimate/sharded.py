@@ -141,8 +141,6 @@ class ShardedChains:
     def run_chain(self, chain: int, bar=None) -> tuple[np.ndarray, int | None]:
         """Run one chain from w*: its draw losses of the whole minibatch (the same on every rank of the group; NaN
         after a divergence) and the divergence step, through the shared loop (:func:`~.loop.run_loop`)."""
-        import itertools
-
         from llc_service.estimate.loop import run_loop
 
         cfg = self.cfg
@@ -151,10 +149,8 @@ class ShardedChains:
         noise = NoiseSlices(seeding.generator(cfg.seed, chain, seeding.NOISE), self.total)
         data = batches.BatchStream(self.collated, self.n, cfg.batch_size,
                                    seeding.generator(cfg.seed, chain, seeding.DATA))
-        counter = itertools.count()
 
         def step(active: list[int]) -> torch.Tensor:
-            next(counter)
             loss = self._loss(next(data))
             loss.backward()
             value = self._all_reduce_mean(loss)

@@ -83,7 +83,7 @@ def watch(source: str, data_uri: str, results_uri: str, cfg: MeasureConfig, run_
                            max_concurrent=max_concurrent, stop_after=stop_after, pending_timeout=pending_timeout,
                            retry_delay=retry_delay)
     try:
-        check_request(source, data_uri, results_uri, cfg, settings)
+        data_fp = check_request(source, data_uri, results_uri, cfg, settings)
     except UsageError as exc:
         return usage_error("watch", str(exc))
     if on_outcomes is None:
@@ -92,12 +92,13 @@ def watch(source: str, data_uri: str, results_uri: str, cfg: MeasureConfig, run_
         def on_outcomes(dirty: set) -> None:
             view_hooks(cfg, str(results_uri), dirty, use_wandb=settings.use_wandb)
     return run(source, data_uri, results_uri, cfg, settings, stop=stop, ray_init=ray_init, until=until,
-               on_outcomes=on_outcomes, unit_fn=unit_fn or measure_recorded)
+               on_outcomes=on_outcomes, unit_fn=unit_fn or measure_recorded, data_fp=data_fp)
 
 
-def check_request(source: str, data_uri: str, results_uri: str, cfg: MeasureConfig, settings: WatchConfig) -> None:
+def check_request(source: str, data_uri: str, results_uri: str, cfg: MeasureConfig, settings: WatchConfig) -> str:
     """Raise :class:`UsageError` for anything that would make the watch pointless: bad settings or config, an
-    unknown source protocol, a source or data that does not exist, an unreachable results store."""
+    unknown source protocol, a source or data that does not exist, an unreachable results store. Returns DATA's
+    fingerprint (part of every result's identity)."""
     from llc_service.bucket import get_source
     from llc_service.storage import check_location
 
@@ -115,15 +116,17 @@ def check_request(source: str, data_uri: str, results_uri: str, cfg: MeasureConf
     from llc_service.data import DataError, data_fingerprint
 
     try:  # DATA with nothing to read (no .parquet/.jsonl, mixed formats) is refused now, not once per checkpoint
-        data_fingerprint(data_uri, cfg)
+        return data_fingerprint(data_uri, cfg)
     except DataError as exc:
         raise UsageError(str(exc)) from exc
 
 
 def run(source: str, data_uri: str, results_uri: str, cfg: MeasureConfig, settings: WatchConfig, *,
         stop: threading.Event | None = None, ray_init: dict | None = None, until: Callable[[], bool] | None = None,
-        on_outcomes: OutcomeHook = lambda dirty: None, unit_fn: Callable | None = None) -> int:
-    """Watch with checked settings (see :func:`watch`): set up Ray, signals and claims, then run the loop."""
+        on_outcomes: OutcomeHook = lambda dirty: None, unit_fn: Callable | None = None,
+        data_fp: str | None = None) -> int:
+    """Watch with checked settings (see :func:`watch`): set up Ray, signals and claims, then run the loop.
+    ``data_fp``: DATA's fingerprint when already taken (else the watcher takes it at its first listing)."""
     import ray
 
     from llc_service.scheduler.ray_runner import Dispatcher, connect
@@ -141,6 +144,7 @@ def run(source: str, data_uri: str, results_uri: str, cfg: MeasureConfig, settin
         claims = ClaimStore(results_uri, cfg.storage_options, lease_seconds=cfg.lease_seconds)
         watcher = Watcher(source, data_uri, results_uri, cfg, settings, make_dispatcher=make_dispatcher,
                           claims=claims)
+        watcher.data_fp = data_fp
         cap = settings.max_concurrent
         log.info("watching %s (config %s, %s) -> %s as %s; lease %gs, %s", source, watcher.config_hash,
                  "once" if settings.once else f"every {settings.interval:g}s", results_uri, claims.owner,

@@ -152,8 +152,12 @@ class ClaimStore:
         Claim you got). Free claims (expired or released) are taken over with ``attempt`` + 1.
         """
         path = self.path(key)
+        mine = None
         for _ in range(3):  # a claim released/taken between our read and our write: look again, briefly
             current = self.read(key)
+            if mine is not None and current is not None and current.owner == self.owner \
+                    and current.nonce == mine.nonce:
+                return dataclasses.replace(mine, token=current.token)  # our write went through, its answer was lost
             if current is None:
                 mine = self._new(key, attempt=1)
                 token = self.cas.create(path, mine.to_bytes())

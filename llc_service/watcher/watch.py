@@ -9,7 +9,8 @@ One thread, never blocked by a measurement. Each turn of :func:`run_loop` (at mo
    (:class:`~llc_service.scheduler.ray_runner.Dispatcher`), at most ``max_concurrent`` at once;
 3. **collect** finished tasks and carry out the policy's decision: finish (recording a failed row when the worker
    could not), or retry a transient failure after an exponential back-off, holding the claim;
-4. **renew** the leases of held claims every quarter lease; a lost claim cancels our task;
+4. **renew** the leases of held claims every quarter lease (a lost claim cancels our task), and retry releases
+   that failed on storage trouble;
 5. hand the (run, config) pairs with new outcomes to ``on_outcomes`` (by default the configured views' hooks:
    the wandb trajectory run), never fatally.
 
@@ -201,6 +202,7 @@ def run_loop(w: Watcher, stop_event: threading.Event, lease_seconds: float,
             w.dispatch()
             if now >= next_renew:
                 w.renew()
+                w.retry_releases()
                 next_renew = time.monotonic() + renew_every
             if w.dirty and time.monotonic() - last_hook >= hook_gap:
                 flush_outcomes()

@@ -64,6 +64,8 @@ class Watcher:
         self.pending: dict[tuple[str, str], tuple[float, str]] = {}  # (uri, fp) -> (first seen, reason)
         self.pending_now: list[CheckpointRef] = []
         self.held_elsewhere: dict[ResultKey, str] = {}
+        self.unreleased: dict[ResultKey, Claim] = {}  # releases that failed (storage trouble): tried again
+        self.maybe_held: set[ResultKey] = set()  # a claim attempt failed midway: our claim may stand (checked at stop)
         self.counts = {"ok": 0, "diverged": 0, "failed": 0, "retried": 0}
         self.dirty: set[tuple[str, str]] = set()  # (run, config) with new outcomes since the last on_outcomes
         self.storage_trouble_until = 0.0
@@ -242,6 +244,7 @@ class Watcher:
                     return
                 log.warning("claiming %s failed (%s: %s); trying again shortly", ref.uri, type(exc).__name__, exc)
                 self.queue[key] = (ref, attempt)
+                self.maybe_held.add(key)
                 self.storage_trouble_until = now + min(5.0, self.settings.interval)
                 return
 
@@ -250,12 +253,14 @@ class Watcher:
         return not cap or self.in_flight() < cap
 
     def _claim_and_submit(self, key: ResultKey, ref: CheckpointRef, attempt: int) -> None:
+        self.unreleased.pop(key, None)  # a claim of ours whose release failed is picked up below, not released
         previous = self.store.read(key)
         if previous is not None and previous.owner == self.store.owner and previous.is_live():
             # ours, from a claim whose write went through but whose confirmation failed (storage trouble)
             claim = previous
         else:
             claim = self.store.try_claim(key)
+        self.maybe_held.discard(key)
         if claim is None:
             holder = previous.owner if previous is not None else "another watcher"
             if self.held_elsewhere.get(key) != holder:
@@ -346,11 +351,34 @@ class Watcher:
                       type(write_exc).__name__, write_exc)
             return False
 
-    def _release(self, claim: Claim) -> None:
+    def _release(self, claim: Claim) -> bool:
+        """Release ``claim``; on storage trouble keep it in ``unreleased`` (tried again by ``retry_releases``
+        and at stop; failing that, its lease runs out by itself). True once nothing more is to be done."""
         try:
             self.store.release(claim)
-        except Exception as exc:  # noqa: BLE001 - the lease runs out by itself
-            log.warning("releasing claim %s failed (%s); it expires on its own", claim.key, exc)
+        except Exception as exc:  # noqa: BLE001
+            if claim.key not in self.unreleased:
+                log.warning("releasing claim %s failed (%s); trying again (it expires on its own otherwise)",
+                            claim.key, exc)
+            self.unreleased[claim.key] = claim
+            return False
+        self.unreleased.pop(claim.key, None)
+        return True
+
+    def retry_releases(self) -> None:
+        for claim in list(self.unreleased.values()):
+            self._release(claim)
+
+    def _release_maybe_held(self) -> None:
+        """Claims whose write may have gone through while its confirmation failed: release the ones that are ours."""
+        for key in sorted(self.maybe_held - set(self.jobs), key=str):
+            try:
+                claim = self.store.read(key)
+            except Exception:  # noqa: BLE001 - cannot tell: its lease runs out by itself
+                continue
+            if claim is not None and claim.owner == self.store.owner and claim.is_live():
+                self._release(claim)
+            self.maybe_held.discard(key)
 
     # ---- leases ---------------------------------------------------------------------------------------------------
 
@@ -372,8 +400,10 @@ class Watcher:
     def once_done(self) -> bool:
         return self.targets is not None and not self.jobs and all(k in self.final for k in self.targets)
 
-    def stop(self) -> None:
-        """Cancel what is in flight and release every claim we hold (the next watcher measures those)."""
+    def stop(self, patience: float | None = None) -> None:
+        """Cancel what is in flight and release every claim we hold (the next watcher measures those). Releases
+        that fail on storage trouble are tried again for up to ``patience`` seconds (default: a third of the lease,
+        at most 10 s); a claim left over expires by itself within a lease."""
         cancelled = self._dispatcher.cancel_all() if self._dispatcher is not None else []
         if cancelled:
             log.info("stopping: cancelled %d measurement(s) in flight; they will be measured by the next run",
@@ -381,6 +411,16 @@ class Watcher:
         for job in list(self.jobs.values()):
             self._release(job.claim)
         self.jobs.clear()
+        self._release_maybe_held()
+        patience = min(10.0, self.store.lease_seconds / 3) if patience is None else patience
+        deadline = time.monotonic() + patience
+        while self.unreleased and time.monotonic() < deadline:
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+            self.retry_releases()
+        if self.unreleased:
+            log.warning("stopping with %d claim(s) not released (storage trouble); they expire within %gs: %s",
+                        len(self.unreleased), self.store.lease_seconds,
+                        ", ".join(str(k) for k in self.unreleased))
 
     def summary(self) -> str:
         c = self.counts

@@ -27,6 +27,8 @@ def records(path):
             pos += left
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        if pos + HEADER + length > len(data):  # the writer is mid-chunk: the rest is not there yet
+            return
         payload = data[pos + HEADER:pos + HEADER + length]
         pos += HEADER + length
         if kind == 0:
@@ -45,10 +47,19 @@ def _items(items) -> dict:
 
 def wait_for_exit(path, timeout: float = 60.0) -> list:
     """The records of ``path`` once its ``exit`` record is there. ``run.finish()`` returns before wandb's service
-    process has flushed an offline run to disk (seen here: a 7-byte file, header only, right after ``finish``)."""
+    process has flushed an offline run to disk (seen here: a 7-byte file, header only, right after ``finish``; and a
+    record half written, which does not parse until the rest is there)."""
+    from google.protobuf.message import DecodeError
+
     deadline = time.monotonic() + timeout
     while True:
-        got = list(records(path))
+        try:
+            got = list(records(path))
+        except DecodeError:  # read while a record was half written: read again
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+            continue
         if any(r.WhichOneof("record_type") == "exit" for r in got) or time.monotonic() > deadline:
             return got
         time.sleep(0.1)

@@ -33,7 +33,9 @@ def test_regular_model_is_half_the_dimension(seed):
 
 @pytest.mark.parametrize(
     "powers, low, high",
-    [([1], 0.8, 1.15), ([1, 2], 0.6, 1.1), ([2, 3], 0.5, 1.1)],
+    # one case in the default run; the other two (≈ 18 s each on 2 cores) with the slow tests
+    [([1], 0.8, 1.15), pytest.param([1, 2], 0.6, 1.1, marks=pytest.mark.slow),
+     pytest.param([2, 3], 0.5, 1.1, marks=pytest.mark.slow)],
 )
 def test_normal_crossing_monomials(powers, low, high):
     ests = []

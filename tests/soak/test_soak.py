@@ -3,8 +3,8 @@ fault proxy, a real Ray head, real `llc-service watch` processes SIGKILLed and r
 mid-measurement. The script checks RESULTS itself; here its figures are asserted, and afterwards that it left no
 process behind.
 
-Short version by default (4 checkpoints, 2 watchers, 1 + 1 kills, 5 % faults plus outages); the long one
-(36 checkpoints, 3 watchers, 6 + 6 kills, at most 2 measurements in flight per watcher) is ``slow``. Figures
+A short version (4 checkpoints, 2 watchers, 1 + 1 kills, 5 % faults plus outages) and a long one (36 checkpoints,
+3 watchers, 6 + 6 kills, at most 2 measurements in flight per watcher); both are ``slow``. Figures
 of a long run: docs/soak.md.
 """
 
@@ -82,6 +82,7 @@ def _assert_clean_outcome(f: dict, line: str, checkpoints: int, watchers: int) -
     assert "lost 0, duplicated 0" in line and "match (bit-identical)" in line
 
 
+@pytest.mark.slow  # ≈ 90 s on 2 cores; the default run has the targeted fault tests (tests/faults, tests/watcher)
 def test_soak_short(tmp_path):
     f, line = _soak(tmp_path, "--checkpoints", "4", "--watchers", "2", "--duration", "12", "--watcher-kills", "1",
                     "--worker-kills", "1", "--fault-rate", "0.05", "--outage-every", "10", "--outage-seconds", "1",

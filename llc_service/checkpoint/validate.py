@@ -106,6 +106,11 @@ def check_finite(uri: str, model) -> None:
     """Refuse weights holding NaN or inf: every loss and gradient from them would be meaningless."""
     import torch
 
-    bad = [name for name, p in model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+    refuse_nonfinite(uri, [name for name, p in model.named_parameters()
+                           if p.is_floating_point() and not torch.isfinite(p).all()])
+
+
+def refuse_nonfinite(uri: str, bad: list[str]) -> None:
+    """Refuse a checkpoint whose parameters ``bad`` hold NaN or inf."""
     if bad:
         raise CheckpointError(uri, f"non-finite (NaN/inf) weights in {len(bad)} tensors ({', '.join(bad[:3])})")

@@ -26,6 +26,7 @@ import torch
 from llc_service.estimate import batches, seeding
 from llc_service.sampler import build_sampler
 from llc_service.sampler.noise import NoiseSlices
+from llc_service.shards import flat_start
 
 
 def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -36,12 +37,16 @@ def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     return []
 
 
-def shard_model(model: torch.nn.Module, mesh) -> torch.nn.Module:
-    from torch.distributed.fsdp import fully_shard
+def shard_model(model: torch.nn.Module, mesh, compute_dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """FSDP2 over ``mesh``: each transformer block, then the root. ``compute_dtype``: the dtype FSDP2 gathers every
+    parameter in for compute (for frozen parameters kept in bf16/fp16 beside fp32 sampled ones); None: as stored."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    kw = {} if compute_dtype is None else {"mp_policy": MixedPrecisionPolicy(param_dtype=compute_dtype,
+                                                                             reduce_dtype=compute_dtype)}
     for block in blocks(model):
-        fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(block, mesh=mesh, **kw)
+    fully_shard(model, mesh=mesh, **kw)
     return model
 
 
@@ -83,7 +88,7 @@ class ShardedChains:
                 continue
             with torch.no_grad():  # the shard's own storage, outside autograd (the step writes into it in place)
                 local = (p.to_local() if isinstance(p, DTensor) else p).detach()
-            start = _local_offset(p) if isinstance(p, DTensor) else 0
+            start = flat_start(p)
             if masks is None:
                 idx, lo, count, size = None, offset + start, local.numel(), p.numel()
             else:
@@ -215,12 +220,3 @@ def _lean_copy(t: torch.Tensor) -> torch.Tensor:
             if torch.equal(half.float(), t):
                 return half
     return t.detach().clone()
-
-
-def _local_offset(p) -> int:
-    """Where this rank's shard of ``p`` starts in ``p`` flattened (FSDP2 shards rows: dim 0)."""
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
-
-    _, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
-    row = int(np.prod(p.shape[1:])) if p.dim() > 1 else 1
-    return int(offset[0]) * row if p.dim() else 0

@@ -16,7 +16,8 @@ category       bytes per process
 ``scratch``    the sampler's one work buffer (drift, then noise), fp32: 4·S/k
 ``rmsprop``    RMSProp-SGLD's second moment V, fp32: 4·S/k (0 for plain SGLD)
 ``frozen``     parameters ``param_filter`` leaves out: 4·F (k = 1, they live in the fp32 model) or in the
-               checkpoint's dtype /k (sharded); no gradient, no sampler state
+               checkpoint's dtype /k (sharded; FSDP2 casts them to fp32 when it gathers a layer); no gradient, no
+               sampler state
 ``gathered``   sharded only: FSDP2 all-gathers one layer at a time, with one prefetched: 2·4·(largest layer)
 ``activations``  ACT_BYTES_PER_HIDDEN·b·s·h·L  +  ATTN_BYTES·b·heads·s²·L  +  LOGIT_BYTES·b·s·V
                with b = batch_size/k rows per process, s = seq_len, h = hidden, L = layers, V = vocabulary
@@ -264,7 +265,7 @@ def plan_bytes(shape: ModelShape, sampled_names: set[str], k: int, *, sampler: s
     else:
         anchor_bytes = ckpt_bytes if shape.dtype in _LOSSLESS_ANCHOR else 4
         out["anchor"] = -(-anchor_bytes * sampled // k)
-        out["frozen"] = -(-ckpt_bytes * frozen // k)
+        out["frozen"] = -(-ckpt_bytes * frozen // k)  # kept in the files' bf16/fp16, else fp32
         out["gathered"] = 2 * 4 * shape.largest_layer()
     b, s, h, L = rows, seq_len, shape.hidden, shape.layers
     out["activations"] = (ACT_BYTES_PER_HIDDEN * b * s * h * L + ATTN_BYTES * b * shape.heads * s * s * L

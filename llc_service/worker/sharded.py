@@ -3,7 +3,8 @@ mesh.
 
 The ``world`` processes form ``world / k`` shard groups of k consecutive ranks. Each group holds ONE copy of the
 model, sharded over its k processes with FSDP2 (:func:`llc_service.checkpoint.sharded_load.load_sharded`: built on
-the meta device, rank 0 reads the files and scatters, no other process ever holds a full copy), and runs its share
+the meta device, each process reads only its own slices of the safetensors files; no process holds a full copy),
+checks the weights on the shards (:func:`llc_service.worker.weights.sharded_weight_checks`), and runs its share
 of the chains one after another (:func:`llc_service.estimate.sharded.run_sharded_chains`); chains are seeded by
 index, so λ̂ does not depend on k or on the number of groups. The first rank of each group reports the group's
 chains; the others report none. Failures are agreed on by every rank after each phase, so that one rank's refusal
@@ -17,11 +18,15 @@ Not on this path (refused before anything is loaded, :func:`check_supported`): `
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 
 from llc_service.config import MeasureConfig
 from llc_service.errors import UsageError
 from llc_service.worker.record import CheckpointInfo
 from llc_service.worker.unit import MeasureUnit
+
+log = logging.getLogger(__name__)
 
 
 def check_supported(cfg: MeasureConfig, world: int) -> None:
@@ -62,8 +67,8 @@ def run_sharded_share(unit: MeasureUnit, cfg: MeasureConfig, rank: int, world: i
     """Load the checkpoint sharded over this rank's group, load the data, run the group's chains.
 
     Three phases, each closed by :func:`agree` on every rank (the same collectives in the same order whatever
-    fails): fetch and validate the folder (no collective), build the sharded model (rank 0 reads and scatters),
-    load the data."""
+    fails): fetch and validate the folder (no collective), build the sharded model (each rank its slices) and check
+    its weights, load the data."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
@@ -71,13 +76,13 @@ def run_sharded_share(unit: MeasureUnit, cfg: MeasureConfig, rank: int, world: i
     from llc_service.checkpoint.errors import CheckpointError
     from llc_service.checkpoint.load import attach_tokenizer, check_weight_files, fetch_checkpoint
     from llc_service.checkpoint.sharded_load import load_sharded
-    from llc_service.checkpoint.validate import check_finite
+    from llc_service.checkpoint.validate import refuse_nonfinite
     from llc_service.data import load_token_data
     from llc_service.errors import CheckpointPending
     from llc_service.estimate.chains import resolve_device
     from llc_service.estimate.sharded import run_sharded_chains, shard_model
     from llc_service.worker.assign import chains_for_rank
-    from llc_service.worker.weights import weight_stats
+    from llc_service.worker.weights import sharded_weight_checks
 
     if device is not None:
         cfg = dataclasses.replace(cfg, device=device)
@@ -106,25 +111,29 @@ def run_sharded_share(unit: MeasureUnit, cfg: MeasureConfig, rank: int, world: i
             loaded.__exit__(None, None, None)
         agree(ok, "fetching the checkpoint")
 
-    def inspect(full, loading) -> None:  # rank 0, on the full model read from the files
-        missing = sorted((loading or {}).get("missing_keys") or [])
-        if missing:
-            raise CheckpointError(ref.uri, f"{len(missing)} weights the architecture needs are not in the files "
-                                           f"({', '.join(missing[:3])}); they would be randomly initialised")
-        check_finite(ref.uri, full)
-        info.weight_norm, info.weight_sketch = weight_stats(full)
-
     with loaded:
         info.ref["fingerprint"] = loaded.fingerprint or ref.fingerprint
         ok = False
-        try:  # phase 2: one model copy per group, sharded; rank 0 reads the files and scatters
+        try:  # phase 2: one model copy per group, sharded; each rank reads its own slices of the files
             try:
-                model = load_sharded(loaded.local_dir, shard_mesh, shard_model, inspect=inspect, device=str(dev))
+                keep = re.compile(cfg.param_filter) if cfg.param_filter else None
+                load = load_sharded(loaded.local_dir, shard_mesh, shard_model, device=str(dev),
+                                    frozen=None if keep is None else (lambda name: not keep.search(name)))
             except (CheckpointError, MemoryError):
                 raise
             except Exception as exc:  # noqa: BLE001 - transformers raises many types; keep its message
                 raise CheckpointError(ref.uri, f"transformers could not load it: {type(exc).__name__}: {exc}") \
                     from exc
+            model = load.model
+            if load.reason:
+                log.info("%s: rank 0 read the whole checkpoint and scattered it (%s)", ref.uri, load.reason)
+            # every rank of the group takes part (collective) before any of them may refuse
+            nonfinite, info.weight_norm, info.weight_sketch = sharded_weight_checks(model, shard_mesh.get_group())
+            if load.missing:
+                raise CheckpointError(ref.uri, f"{len(load.missing)} weights the architecture needs are not in the "
+                                               f"files ({', '.join(load.missing[:3])}); they would be randomly "
+                                               f"initialised")
+            refuse_nonfinite(ref.uri, nonfinite)
             info.model_type = model.config.model_type
             info.num_params = sum(p.numel() for p in model.parameters())  # DTensor: the global size
             ok = True

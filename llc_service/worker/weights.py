@@ -23,11 +23,57 @@ def weight_stats(model) -> tuple[float, np.ndarray]:
     sketch = torch.zeros(SKETCH_SIZE, dtype=torch.float64)
     for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
         flat = p.detach().reshape(-1).to("cpu", torch.float64)
-        sq += flat.square().sum()
-        for start in range(0, flat.numel(), _CHUNK):
-            part = flat[start:start + _CHUNK]
-            g = torch.Generator().manual_seed(zlib.crc32(name.encode()) * 1_000_003 + start)
-            idx = torch.randint(0, SKETCH_SIZE, (part.numel(),), generator=g)
-            sign = torch.randint(0, 2, (part.numel(),), generator=g, dtype=torch.int8).to(torch.float64) * 2 - 1
-            sketch.index_add_(0, idx, part * sign)
+        sq += _add_part(sketch, name, flat, 0, flat.numel())
     return float(sq.sqrt()), sketch.numpy().astype(np.float32)
+
+
+def _add_part(sketch, name: str, flat, start: int, total: int):
+    """Add elements ``[start, start + len(flat))`` of parameter ``name`` (``total`` elements in all) to ``sketch``;
+    returns their sum of squares. The hash of an element depends only on its name and position, so the parts of a
+    parameter held by several processes add up to the sketch of the whole."""
+    import torch
+
+    end = start + flat.numel()
+    for chunk in range((start // _CHUNK) * _CHUNK, end, _CHUNK):
+        n = min(_CHUNK, total - chunk)
+        g = torch.Generator().manual_seed(zlib.crc32(name.encode()) * 1_000_003 + chunk)
+        idx = torch.randint(0, SKETCH_SIZE, (n,), generator=g)
+        sign = torch.randint(0, 2, (n,), generator=g, dtype=torch.int8).to(torch.float64) * 2 - 1
+        lo, hi = max(start, chunk), min(end, chunk + n)
+        sketch.index_add_(0, idx[lo - chunk:hi - chunk], flat[lo - start:hi - start] * sign[lo - chunk:hi - chunk])
+    return flat.square().sum()
+
+
+def sharded_weight_checks(model, group) -> tuple[list[str], float, np.ndarray]:
+    """On a model sharded over the process ``group`` (FSDP2, DTensor parameters): the names of parameters holding
+    NaN/inf, ‖w‖ and the sketch of the whole model, as :func:`weight_stats` gives them for the unsharded model (up
+    to float64 summation order). Each process reads only its own shards; every process of ``group`` must call it
+    and gets the same answer."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
+
+    from llc_service.shards import flat_start, local_box
+
+    first = dist.get_rank(group) == 0
+    names, parts = [], []
+    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        names.append(name)
+        if not isinstance(p, DTensor) and not first:  # replicated: counted once
+            parts.append(None)
+            continue
+        parts.append((local_box(p.detach())[0], flat_start(p), p.numel()))
+    sq = torch.zeros((), dtype=torch.float64)
+    sketch = torch.zeros(SKETCH_SIZE, dtype=torch.float64)
+    bad = torch.zeros(len(names), dtype=torch.float64)
+    for i, (name, part) in enumerate(zip(names, parts)):
+        if part is None or part[0].numel() == 0:
+            continue
+        local, start, total = part
+        flat = local.reshape(-1).to("cpu", torch.float64)
+        bad[i] = float(not bool(torch.isfinite(flat).all()))
+        sq += _add_part(sketch, name, flat, start, total)
+    packed = torch.cat([sq.reshape(1), sketch, bad])
+    dist.all_reduce(packed, group=group)
+    nonfinite = [n for n, b in zip(names, packed[1 + SKETCH_SIZE:].tolist()) if b > 0]
+    return nonfinite, float(packed[0].sqrt()), packed[1:1 + SKETCH_SIZE].numpy().astype(np.float32)

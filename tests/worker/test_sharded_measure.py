@@ -121,3 +121,22 @@ def test_two_shard_groups_of_two_processes_measure_what_one_process_does(ckpt, t
         _agree(sharded, plain, draws_s, draws_p)
     finally:
         SETTINGS = saved
+
+
+@pytest.mark.slow
+def test_weight_restricted_llc_of_a_bf16_checkpoint_sharded_measures_what_one_process_does(token_parquet, tmp_path):
+    """``param_filter`` on a bf16 checkpoint: the frozen weights stay bf16 on the shards (FSDP2 gathers them in fp32)
+    and the sampled ones are fp32 as everywhere: the same draws as one process."""
+    import copy
+
+    import torch
+
+    from tests.helpers.checkpoints import tiny_model, tiny_tokenizer
+
+    ckpt = tmp_path / "run" / "step5"
+    copy.deepcopy(tiny_model("gpt_neox")).to(torch.bfloat16).save_pretrained(ckpt, safe_serialization=True)
+    tiny_tokenizer().save_pretrained(ckpt)
+    only = dict(param_filter="layers\\.1\\.attention\\.")
+    sharded, draws_s = _measure(ckpt, token_parquet, tmp_path / "sharded", processes=2, shard_size=2, **only)
+    plain, draws_p = _measure(ckpt, token_parquet, tmp_path / "plain", processes=1, **only)
+    _agree(sharded, plain, draws_s, draws_p)

@@ -73,15 +73,16 @@ def make_pickle_checkpoint(directory: str | os.PathLike, arch: str = "gpt_neox")
     return out
 
 
-def write_nan_weights(directory: str | os.PathLike) -> None:
-    """Overwrite the single ``model.safetensors`` of ``directory`` with a NaN in one tensor (still valid format)."""
+def write_nan_weights(directory: str | os.PathLike, index: int = 0) -> None:
+    """Overwrite the single ``model.safetensors`` of ``directory`` with a NaN in one tensor (still valid format), at
+    flat position ``index`` (-1: the last element, which a model sharded by rows holds on its last process)."""
     from safetensors.torch import load_file, save_file
 
     path = Path(directory) / "model.safetensors"
     tensors = load_file(str(path))
     name = sorted(tensors)[0]
     tensors[name] = tensors[name].clone()
-    tensors[name].view(-1)[0] = float("nan")
+    tensors[name].view(-1)[index] = float("nan")
     save_file(tensors, str(path), metadata={"format": "pt"})
 
 

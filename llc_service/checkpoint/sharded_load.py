@@ -124,6 +124,10 @@ def slice_plan(model: torch.nn.Module, local_dir: str) -> SlicePlan:
     ignore = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_missing", None) or []]
     missing = sorted(n for n, t in state.items() if n not in sources and id(t) not in present
                      and not any(p.search(n) for p in ignore))
+    buffers = {n for n, _ in model.named_buffers()}
+    unfilled = [n for n in missing if n in buffers]
+    if unfilled:  # from_pretrained initialises those itself: let it
+        return SlicePlan({}, [], refused=f"buffers that the files do not hold ({', '.join(unfilled[:3])})")
     return SlicePlan(sources, missing, dtypes=dtypes)
 
 

@@ -18,7 +18,6 @@ model: :func:`llc_service.worker.weights.sharded_weight_checks`. The worker uses
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -80,19 +79,12 @@ def load_sharded(local_dir: str, mesh, shard: Callable, dtype=torch.float32, dev
 
 # ---- each rank its slices -----------------------------------------------------------------------------------------
 
-def _weight_files(local_dir: str) -> list[str]:
-    index = os.path.join(local_dir, "model.safetensors.index.json")
-    if os.path.exists(index):
-        with open(index) as f:
-            names = sorted(set(json.load(f)["weight_map"].values()))
-        return [os.path.join(local_dir, n) for n in names]
-    return [os.path.join(local_dir, "model.safetensors")]
-
-
 def slice_plan(model: torch.nn.Module, local_dir: str) -> SlicePlan:
     """Map the files' keys to ``model``'s state-dict names the way ``from_pretrained`` does (on a meta model: no
     weights read, only the safetensors headers). Refused (``SlicePlan.refused``) where the slices cannot be trusted."""
     from safetensors import safe_open
+
+    from llc_service.checkpoint.validate import weight_files
 
     try:
         from transformers.conversion_mapping import get_model_conversion_mapping
@@ -112,7 +104,8 @@ def slice_plan(model: torch.nn.Module, local_dir: str) -> SlicePlan:
     prefix = getattr(model, "base_model_prefix", None) or None
     sources: dict[str, tuple[str, str]] = {}
     dtypes: dict[str, str] = {}
-    for path in _weight_files(local_dir):
+    for file in sorted(weight_files(local_dir, local_dir)):  # the files the worker has already checked
+        path = os.path.join(local_dir, file)
         with safe_open(path, framework="pt") as f:
             for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
                 name, _ = rename_source_key(key, transforms, [], prefix, state)

@@ -56,24 +56,20 @@ def sharded_weight_checks(model, group) -> tuple[list[str], float, np.ndarray]:
     from llc_service.shards import flat_start, local_box
 
     first = dist.get_rank(group) == 0
-    names, parts = [], []
-    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-        names.append(name)
-        if not isinstance(p, DTensor) and not first:  # replicated: counted once
-            parts.append(None)
-            continue
-        parts.append((local_box(p.detach())[0], flat_start(p), p.numel()))
+    params = sorted(model.named_parameters(), key=lambda kv: kv[0])
     sq = torch.zeros((), dtype=torch.float64)
     sketch = torch.zeros(SKETCH_SIZE, dtype=torch.float64)
-    bad = torch.zeros(len(names), dtype=torch.float64)
-    for i, (name, part) in enumerate(zip(names, parts)):
-        if part is None or part[0].numel() == 0:
+    bad = torch.zeros(len(params), dtype=torch.float64)
+    for i, (name, p) in enumerate(params):
+        if not isinstance(p, DTensor) and not first:  # replicated: counted once
             continue
-        local, start, total = part
+        local = local_box(p.detach())[0]
+        if local.numel() == 0:
+            continue
         flat = local.reshape(-1).to("cpu", torch.float64)
         bad[i] = float(not bool(torch.isfinite(flat).all()))
-        sq += _add_part(sketch, name, flat, start, total)
+        sq += _add_part(sketch, name, flat, flat_start(p), p.numel())
     packed = torch.cat([sq.reshape(1), sketch, bad])
     dist.all_reduce(packed, group=group)
-    nonfinite = [n for n, b in zip(names, packed[1 + SKETCH_SIZE:].tolist()) if b > 0]
+    nonfinite = [n for (n, _), b in zip(params, packed[1 + SKETCH_SIZE:].tolist()) if b > 0]
     return nonfinite, float(packed[0].sqrt()), packed[1:1 + SKETCH_SIZE].numpy().astype(np.float32)
